@@ -1,0 +1,75 @@
+"""In-process tail notifications.
+
+A writer publishes every acknowledged block here; readers of the same log in
+the same process wake at once and take the entries from memory instead of
+reading them back from storage.  The hub keeps only a bounded window of recent
+blocks; a reader that falls behind it reads from storage as usual.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+_MAX_BLOCKS = 256
+_MAX_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class PublishedBlock:
+    segment_id: int
+    first_entry_id: int
+    entries: tuple[tuple[bytes, dict[str, str]], ...]
+    nbytes: int
+
+    @property
+    def last_entry_id(self) -> int:
+        return self.first_entry_id + len(self.entries) - 1
+
+
+class TailHub:
+    def __init__(self) -> None:
+        self.blocks: deque[PublishedBlock] = deque()
+        self.nbytes = 0
+        self.version = 0
+        self.writers = 0  # writers of this log open in this process
+        self.completed: dict[int, int] = {}  # segment id → last entry id, as completed by a local writer
+        self._cond = asyncio.Condition()
+
+    def _bump(self) -> None:
+        self.version += 1
+
+        async def notify() -> None:
+            async with self._cond:
+                self._cond.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
+    def publish(self, block: PublishedBlock) -> None:
+        self.blocks.append(block)
+        self.nbytes += block.nbytes
+        while len(self.blocks) > _MAX_BLOCKS or self.nbytes > _MAX_BYTES:
+            self.nbytes -= self.blocks.popleft().nbytes
+        self._bump()
+
+    def segment_completed(self, segment_id: int, last_entry_id: int) -> None:
+        self.completed[segment_id] = last_entry_id
+        self._bump()
+
+    def find(self, segment_id: int, entry_id: int) -> PublishedBlock | None:
+        for b in reversed(self.blocks):
+            if b.segment_id == segment_id and b.first_entry_id <= entry_id <= b.last_entry_id:
+                return b
+            if b.segment_id < segment_id:
+                break
+        return None
+
+    async def wait(self, seen_version: int, timeout: float) -> None:
+        """Return when something was published after ``seen_version`` or on timeout."""
+        if self.version != seen_version:
+            return
+        async with self._cond:
+            try:
+                await asyncio.wait_for(self._cond.wait_for(lambda: self.version != seen_version), timeout)
+            except asyncio.TimeoutError:
+                pass

@@ -1,0 +1,170 @@
+"""The reader: catch-up from storage and real-time tailing, across segments.
+
+Position = (segment, next entry).  Entries come from the in-process tail hub
+when a writer of this log lives in the same process (woken at once), else from
+storage.  At the tail of another process's segment the reader looks at storage
+every ``reader.storagePollInterval`` (a file stat or one object GET — never
+etcd) and reads segment metadata at most every ``reader.metaPollInterval``.
+Damaged bytes raise :class:`CorruptionError`; they never read as end-of-log.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from .errors import WriterClosedError
+from .ids import EARLIEST, LATEST, MessageId
+from .proto import SegmentMetadata, decode_layout
+
+if TYPE_CHECKING:
+    from .log import LogHandle
+
+_BATCH_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Message:
+    id: MessageId
+    payload: bytes
+    properties: dict[str, str]
+
+
+class LogReader:
+    def __init__(self, handle: "LogHandle", start: MessageId) -> None:
+        self._h = handle
+        self._start_at = start
+        self._seg = 0
+        self._entry = 0
+        self._cursor: Any = None
+        self._ready: deque[Message] = deque()
+        self._segs: dict[int, SegmentMetadata] = {}
+        self._meta_read_at = 0.0
+        self._closed = False
+        self._hub_seen = -1
+        cfg = handle.config
+        self._poll = cfg["woodpecker.client.reader.storagePollInterval"]
+        self._meta_poll = cfg["woodpecker.client.reader.metaPollInterval"]
+
+    async def _start(self) -> None:
+        h = self._h
+        await self._refresh_meta()
+        t = await h.truncated_id()
+        start = self._start_at
+        if start == LATEST:
+            last = await h.last_id()
+            if last is None:
+                self._seg, self._entry = (max(self._segs) if self._segs else 0), 0
+            else:
+                self._seg, self._entry = last.segment_id, last.entry_id + 1
+        elif start == EARLIEST:
+            self._seg, self._entry = (min(self._segs) if self._segs else 0), 0
+        else:
+            self._seg, self._entry = start.segment_id, start.entry_id
+        if t is not None and (self._seg, self._entry) <= (t.segment_id, t.entry_id):
+            self._seg, self._entry = t.segment_id, t.entry_id + 1
+
+    async def _refresh_meta(self) -> None:
+        self._segs = {v.value.seg_no: v.value for v in await self._h.meta.segments(self._h.name)}
+        self._meta_read_at = time.monotonic()
+
+    @property
+    def position(self) -> MessageId:
+        """The id the next entry will have (or the place the reader waits at)."""
+        return MessageId(self._seg, self._entry)
+
+    async def read_next(self, timeout: float | None = None) -> Message:
+        """The next entry; raises the built-in ``TimeoutError`` if none arrives in time."""
+        if self._closed:
+            raise WriterClosedError("reader is closed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            progressed = await self._fill()
+            if self._ready:
+                break
+            if progressed:
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"no entry after {self.position} within {timeout}s")
+            await self._wait(remaining)
+        return self._ready.popleft()
+
+    async def _wait(self, remaining: float | None) -> None:
+        wait = self._poll if remaining is None else min(self._poll, remaining)
+        if self._h.hub.writers:
+            # a writer of this log lives here: it wakes us the moment it acknowledges
+            wait = 1.0 if remaining is None else min(1.0, remaining)
+        await self._h.hub.wait(self._hub_seen, wait)
+
+    async def _fill(self) -> bool:
+        """Try to make progress: fill ``_ready`` or move to the next segment.
+        Returns True when the position moved (so the caller loops again)."""
+        h = self._h
+        self._hub_seen = h.hub.version
+        b = h.hub.find(self._seg, self._entry)
+        if b is not None:
+            for k in range(self._entry - b.first_entry_id, len(b.entries)):
+                payload, props = b.entries[k]
+                self._ready.append(Message(MessageId(self._seg, b.first_entry_id + k), payload, dict(props)))
+            self._entry = b.last_entry_id + 1
+            return True
+        if self._seg not in self._segs and any(s > self._seg for s in self._segs):
+            # collected below the watermark, or never existed: go to the next one
+            self._move_to(min(s for s in self._segs if s > self._seg), 0)
+            return True
+        res = await h.backend.scan(h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES)
+        self._cursor = res.cursor
+        for blk in res.blocks:
+            hdr = blk.header
+            for k, raw in enumerate(blk.records):
+                eid = hdr.first_entry_id + k
+                if eid < self._entry:
+                    continue
+                payload, props = decode_layout(raw)
+                self._ready.append(Message(MessageId(self._seg, eid), payload, props))
+            self._entry = max(self._entry, hdr.last_entry_id + 1)
+        if self._ready:
+            return True
+        if res.complete or h.hub.completed.get(self._seg, -2) == self._entry - 1:
+            self._move_to(self._seg + 1, 0)
+            await self._maybe_refresh(force=False)
+            return True
+        await self._maybe_refresh(force=False)
+        return False
+
+    def _new_cursor(self) -> Any:
+        cur = None
+        if self._h.backend.kind == "local":
+            from .storage.local import LocalCursor
+            cur = LocalCursor(next_entry=self._entry)
+        else:
+            from .storage.objects import ObjectCursor
+            cur = ObjectCursor(next_entry=self._entry)
+        return cur
+
+    def _move_to(self, seg: int, entry: int) -> None:
+        self._seg, self._entry, self._cursor = seg, entry, None
+
+    async def _maybe_refresh(self, force: bool) -> None:
+        if force or time.monotonic() - self._meta_read_at >= self._meta_poll:
+            await self._refresh_meta()
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._closed:
+            raise StopAsyncIteration
+        return await self.read_next()
+
+    async def __aenter__(self) -> "LogReader":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+

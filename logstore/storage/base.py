@@ -1,0 +1,122 @@
+"""The interface every storage backend implements, and the small values that
+cross it.  The segment layer above speaks only these words: write a block,
+finalize, fence-and-recover, scan blocks from a cursor, delete."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..codec import BlockHeader, DecodedBlock, IndexRecord
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """Where a durable block sits: its number, entry-id range and stored size.
+    ``offset`` is the byte offset of its header in ``data.log`` (local) and is
+    unused for objects."""
+
+    number: int
+    first_entry_id: int
+    last_entry_id: int
+    size: int
+    offset: int = 0
+
+
+@dataclass
+class Recovered:
+    """What fence-and-recover found: the durable blocks, whether the segment
+    already had a footer, and its last entry id (−1 when empty)."""
+
+    blocks: list[BlockRef]
+    last_entry_id: int
+    size: int
+    had_footer: bool
+
+
+@dataclass
+class ScanResult:
+    """A batch of blocks read from ``cursor`` on, the cursor after them, and
+    whether the segment is known to hold nothing beyond them."""
+
+    blocks: list[DecodedBlock]
+    cursor: Any
+    complete: bool
+    lac: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+class SegmentWriter(ABC):
+    """The write side of one segment, owned by exactly one LogWriter."""
+
+    @abstractmethod
+    async def write_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+        """Durably store one block (its header, then the data ``pieces`` framed by
+        :class:`BlockBuilder`).  Returns only when the block is durable; raises
+        WriterFencedError if the segment was fenced."""
+
+    @abstractmethod
+    async def finalize(self, blocks: list[BlockRef], lac: int) -> int:
+        """Write index + footer; returns the segment's stored size."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release locks and handles (no data is written)."""
+
+    @property
+    @abstractmethod
+    def parallel(self) -> int:
+        """How many write_block calls may be in flight at once."""
+
+
+class Backend(ABC):
+    """One storage backend for all logs of a client."""
+
+    kind: str
+
+    async def start(self) -> None:
+        """Check reachability (and create the bucket if configured)."""
+
+    async def close(self) -> None:
+        pass
+
+    @abstractmethod
+    async def create_segment(self, log_id: int, seg_id: int) -> SegmentWriter:
+        """A writer for a new, empty segment (Active in metadata already)."""
+
+    @abstractmethod
+    async def fence_and_recover(self, log_id: int, seg_id: int) -> Recovered:
+        """Stop any other writer of this segment, find its durable blocks and
+        make sure it has a footer.  Idempotent; safe to run concurrently."""
+
+    @abstractmethod
+    async def scan(self, log_id: int, seg_id: int, cursor: Any, max_bytes: int) -> ScanResult:
+        """Blocks from ``cursor`` (None = start) up to about ``max_bytes``."""
+
+    @abstractmethod
+    async def last_entry(self, log_id: int, seg_id: int) -> int:
+        """The last durable entry id of a segment (−1 if none), without fencing."""
+
+    @abstractmethod
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int) -> int | None:
+        """Merge a finalized segment into larger objects; returns the new size or
+        None when the backend does not compact."""
+
+    @abstractmethod
+    async def delete_segment(self, log_id: int, seg_id: int) -> tuple[int, int]:
+        """Delete every stored byte of a segment → (objects or files, bytes)."""
+
+    @abstractmethod
+    async def delete_log(self, log_id: int) -> tuple[int, int]:
+        """Delete every stored byte of a log → (objects or files, bytes)."""
+
+    @abstractmethod
+    async def segment_ids(self, log_id: int) -> list[int]:
+        """Segment ids that have any stored bytes (for GC of leftovers)."""
+
+
+def index_records(blocks: list[BlockRef], *, local: bool) -> list[IndexRecord]:
+    """Index records as Woodpecker writes them: byte offsets locally, the block
+    number as StartOffset for objects."""
+    return [IndexRecord(b.number, b.offset if local else b.number, b.size, b.first_entry_id, b.last_entry_id)
+            for b in blocks]

@@ -1,0 +1,497 @@
+"""Local / shared file-system backend: ``{storage.rootPath}/{minio.rootPath}/{logId}/{segId}/data.log``.
+
+Durability: a block is acknowledged after ``writev`` + ``fdatasync`` of
+``data.log``; the file's directory entry is fsync'd when the segment is
+created.  Fencing: ``write.fence`` beside ``data.log``.  Every writer operation
+holds an exclusive ``flock`` on ``write.lock`` for its duration and checks the
+fence under it, and the fencer takes the same lock after creating the fence —
+so once fence-and-recover returns, no old writer can add a byte.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import mmap
+import os
+import shutil
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
+                     BlockHeader, DecodedBlock, Footer, HeaderRecord, RecordType, decode_block, decode_index,
+                     decode_record, encode_index_and_footer, parse_footer, split_header)
+from ..config import Config
+from ..errors import CorruptionError, StorageError, WriterFencedError
+from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter, index_records
+
+_IOV_MAX = 1000
+_LOCK_WAIT = 30.0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_durable(path: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entry we created."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            pass
+        _fsync_dir(d.parent)
+
+
+def _writev_all(fd: int, pieces: list, offset: int) -> None:
+    """pwritev every piece at ``offset``, coping with partial writes."""
+    bufs = [memoryview(p) for p in pieces if len(p)]
+    while bufs:
+        batch = bufs[:_IOV_MAX]
+        n = os.pwritev(fd, batch, offset)
+        offset += n
+        while n and bufs:
+            if n >= len(bufs[0]):
+                n -= len(bufs[0])
+                bufs.pop(0)
+            else:
+                bufs[0] = bufs[0][n:]
+                n = 0
+
+
+class _Lock:
+    """Exclusive flock on ``write.lock``, taken for one operation at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+
+    def acquire(self, timeout: float = _LOCK_WAIT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StorageError(f"write.lock held for over {timeout}s by another process") from None
+                time.sleep(0.0005)
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class _Paths:
+    dir: Path
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / "write.lock"
+
+    @property
+    def fence(self) -> Path:
+        return self.dir / "write.fence"
+
+
+class LocalSegmentWriter(SegmentWriter):
+    def __init__(self, paths: _Paths, log_id: int, seg_id: int) -> None:
+        self.paths, self.log_id, self.seg_id = paths, log_id, seg_id
+        self.lock = _Lock(paths.lock)
+        self.fd = -1
+        self.pos = 0
+
+    def _check_fence(self) -> None:
+        if self.paths.fence.exists():
+            raise WriterFencedError(f"segment {self.log_id}/{self.seg_id} was fenced by another writer")
+
+    def create(self) -> None:
+        self.lock.acquire()
+        try:
+            self._check_fence()
+            self.fd = os.open(self.paths.data, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            os.fsync(self.fd)
+            _fsync_dir(self.paths.dir)
+        finally:
+            self.lock.release()
+
+    @property
+    def parallel(self) -> int:
+        return 1
+
+    def _write_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+        self.lock.acquire()
+        try:
+            self._check_fence()
+            start = self.pos
+            prefix = [HeaderRecord(0).encode()] if start == 0 else []
+            try:
+                _writev_all(self.fd, [*prefix, header.encode(), *pieces], start)
+                os.fdatasync(self.fd)
+            except OSError:
+                # leave no torn bytes behind: a retry rewrites at the same offset
+                try:
+                    os.ftruncate(self.fd, start)
+                except OSError:
+                    pass
+                raise
+            offset = start + (HEADER_RECORD_SIZE if prefix else 0)
+            size = BLOCK_HEADER_RECORD_SIZE + header.block_length
+            self.pos = offset + size
+            return BlockRef(header.block_number, header.first_entry_id, header.last_entry_id, size, offset)
+        finally:
+            self.lock.release()
+
+    async def write_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+        return await asyncio.to_thread(self._write_block, header, pieces)
+
+    def _finalize(self, blocks: list[BlockRef], lac: int) -> int:
+        self.lock.acquire()
+        try:
+            self._check_fence()
+            if self.pos == 0:
+                _writev_all(self.fd, [HeaderRecord(0).encode()], 0)
+                self.pos = HEADER_RECORD_SIZE
+            index = index_records(blocks, local=True)
+            footer = Footer(len(blocks), len(blocks), self.pos + len(index) * INDEX_RECORD_SIZE,
+                            self.pos, len(index) * INDEX_RECORD_SIZE, lac)
+            tail = encode_index_and_footer(index, footer)
+            _writev_all(self.fd, [tail], self.pos)
+            os.fdatasync(self.fd)
+            return self.pos + len(tail)
+        finally:
+            self.lock.release()
+
+    async def finalize(self, blocks: list[BlockRef], lac: int) -> int:
+        return await asyncio.to_thread(self._finalize, blocks, lac)
+
+    async def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.lock.close()
+
+
+@dataclass
+class LocalCursor:
+    offset: int = 0  # next byte to decode (0 = segment header not read yet)
+    index: list | None = None  # IndexRecords once a footer is known
+    next_index: int = 0
+    next_entry: int = 0  # entries below this are skipped (a reader starting mid-segment)
+    lac: int = -1
+    suspect_since: float | None = field(default=None, repr=False)
+
+
+class LocalBackend(Backend):
+    kind = "local"
+
+    def __init__(self, config: Config) -> None:
+        self.root = Path(config["woodpecker.storage.rootPath"]) / config["minio.rootPath"]
+
+    def _paths(self, log_id: int, seg_id: int) -> _Paths:
+        return _Paths(self.root / str(log_id) / str(seg_id))
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(_makedirs_durable, self.root)
+        except OSError as e:
+            raise StorageError(f"cannot create storage root {self.root}: {e}") from e
+
+    async def create_segment(self, log_id: int, seg_id: int) -> SegmentWriter:
+        paths = self._paths(log_id, seg_id)
+
+        def make() -> LocalSegmentWriter:
+            _makedirs_durable(paths.dir)
+            w = LocalSegmentWriter(paths, log_id, seg_id)
+            try:
+                w.create()
+            except BaseException:
+                w.lock.close()
+                raise
+            return w
+
+        return await asyncio.to_thread(make)
+
+    # -- fence and recover ---------------------------------------------------
+    def _recover(self, log_id: int, seg_id: int) -> Recovered:
+        paths = self._paths(log_id, seg_id)
+        _makedirs_durable(paths.dir)
+        if not paths.fence.exists():
+            with open(paths.fence, "w") as f:
+                f.write(f"logId={log_id}\nsegmentId={seg_id}\npid={os.getpid()}\n"
+                        f"timestamp={int(time.time())}\nreason=fence\nhost={socket.gethostname()}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(paths.dir)
+        lock = _Lock(paths.lock)
+        try:
+            lock.acquire()
+            try:
+                return self._recover_locked(paths, log_id, seg_id)
+            finally:
+                lock.release()
+        finally:
+            lock.close()
+
+    def _recover_locked(self, paths: _Paths, log_id: int, seg_id: int) -> Recovered:
+        fd = os.open(paths.data, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            buf = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+            try:
+                footer = parse_footer(memoryview(buf)[max(0, size - FOOTER_RECORD_SIZE):]) if size else None
+                if footer is not None:
+                    idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
+                    index = decode_index(buf, footer.total_blocks, idx_off)
+                    blocks = [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size, i.start_offset)
+                              for i in index]
+                    last = blocks[-1].last_entry_id if blocks else -1
+                    return Recovered(blocks, footer.lac if footer.has_lac else last, size, True)
+                blocks, end = self._scan_valid(buf, size, log_id, seg_id)
+            finally:
+                if size:
+                    buf.close()  # type: ignore[union-attr]
+            # drop the torn tail (a crash mid-write), then complete the segment
+            if end < HEADER_RECORD_SIZE:
+                os.ftruncate(fd, 0)
+                _writev_all(fd, [HeaderRecord(0).encode()], 0)
+                end = HEADER_RECORD_SIZE
+            else:
+                os.ftruncate(fd, end)
+            index = index_records(blocks, local=True)
+            last = blocks[-1].last_entry_id if blocks else -1
+            footer = Footer(len(blocks), len(blocks), end + len(index) * INDEX_RECORD_SIZE, end,
+                            len(index) * INDEX_RECORD_SIZE, last)
+            tail = encode_index_and_footer(index, footer)
+            _writev_all(fd, [tail], end)
+            os.fdatasync(fd)
+            _fsync_dir(paths.dir)
+            return Recovered(blocks, last, end + len(tail), False)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _scan_valid(buf, size: int, log_id: int, seg_id: int) -> tuple[list[BlockRef], int]:
+        """Durable blocks from the start; a damaged block that reaches the end of
+        the file is a torn tail (dropped), one followed by more bytes is corruption."""
+        if size < HEADER_RECORD_SIZE:
+            return [], 0
+        try:
+            _, off = split_header(buf)
+        except CorruptionError:
+            if size <= HEADER_RECORD_SIZE:
+                return [], 0
+            raise
+        blocks: list[BlockRef] = []
+        while off < size:
+            try:
+                b = decode_block(buf, off)
+            except CorruptionError as e:
+                claimed = _claimed_end(buf, off)
+                if claimed is not None and off + claimed < size:
+                    raise CorruptionError(f"damaged block followed by more data: {e}", log=str(log_id),
+                                          segment=seg_id, block=len(blocks)) from e
+                break
+            if b is None:
+                break
+            h = b.header
+            blocks.append(BlockRef(h.block_number, h.first_entry_id, h.last_entry_id, b.end - off, off))
+            off = b.end
+        return blocks, off
+
+    async def fence_and_recover(self, log_id: int, seg_id: int) -> Recovered:
+        return await asyncio.to_thread(self._recover, log_id, seg_id)
+
+    def _last_entry(self, log_id: int, seg_id: int) -> int:
+        """Walk block headers (37 bytes each) without reading data; trust the footer if present."""
+        try:
+            fd = os.open(self._paths(log_id, seg_id).data, os.O_RDONLY)
+        except FileNotFoundError:
+            return -1
+        try:
+            size = os.fstat(fd).st_size
+            footer = parse_footer(os.pread(fd, FOOTER_RECORD_SIZE, max(0, size - FOOTER_RECORD_SIZE)))
+            if footer is not None and footer.has_lac:
+                return footer.lac
+            last, off = -1, HEADER_RECORD_SIZE
+            while off + BLOCK_HEADER_RECORD_SIZE <= size:
+                head = os.pread(fd, BLOCK_HEADER_RECORD_SIZE, off)
+                if head[4] != RecordType.BLOCK_HEADER:
+                    break
+                rec = decode_record(head)
+                if rec is None:
+                    break
+                h = BlockHeader.decode_payload(rec[1])
+                end = off + BLOCK_HEADER_RECORD_SIZE + h.block_length
+                if end > size:
+                    break
+                last, off = h.last_entry_id, end
+            return last
+        finally:
+            os.close(fd)
+
+    async def last_entry(self, log_id: int, seg_id: int) -> int:
+        return await asyncio.to_thread(self._last_entry, log_id, seg_id)
+
+    # -- reading ---------------------------------------------------------------
+    def _scan(self, log_id: int, seg_id: int, cur: LocalCursor | None, max_bytes: int) -> ScanResult:
+        cur = cur or LocalCursor()
+        path = self._paths(log_id, seg_id).data
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return ScanResult([], cur, False)
+        try:
+            size = os.fstat(fd).st_size
+            if cur.offset == 0:
+                if size < HEADER_RECORD_SIZE:
+                    return ScanResult([], cur, False)
+                split_header(os.pread(fd, HEADER_RECORD_SIZE, 0))
+                cur.offset = HEADER_RECORD_SIZE
+                tail = os.pread(fd, FOOTER_RECORD_SIZE, max(0, size - FOOTER_RECORD_SIZE))
+                footer = parse_footer(tail)
+                if footer is not None:
+                    self._load_index(fd, size, footer, cur)
+            if cur.index is not None:
+                return self._scan_indexed(fd, cur, max_bytes, log_id, seg_id)
+            return self._scan_sequential(fd, size, cur, max_bytes, log_id, seg_id)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _load_index(fd: int, size: int, footer: Footer, cur: LocalCursor) -> None:
+        idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
+        cur.index = decode_index(os.pread(fd, footer.total_blocks * INDEX_RECORD_SIZE, idx_off), footer.total_blocks)
+        cur.lac = footer.lac if footer.has_lac else (cur.index[-1].last_entry_id if cur.index else -1)
+        # skip blocks already consumed sequentially or below the reader's start
+        cur.next_index = sum(1 for i in cur.index
+                             if i.start_offset < cur.offset and cur.offset > HEADER_RECORD_SIZE
+                             or i.last_entry_id < cur.next_entry)
+
+    def _scan_indexed(self, fd: int, cur: LocalCursor, max_bytes: int, log_id: int, seg_id: int) -> ScanResult:
+        assert cur.index is not None
+        out: list[DecodedBlock] = []
+        used = 0
+        while cur.next_index < len(cur.index) and (not out or used < max_bytes):
+            ir = cur.index[cur.next_index]
+            raw = os.pread(fd, ir.block_size, ir.start_offset)
+            try:
+                b = decode_block(raw)
+            except CorruptionError as e:
+                raise CorruptionError(str(e), log=str(log_id), segment=seg_id, block=ir.block_number) from e
+            if b is None:
+                raise CorruptionError("indexed block is truncated", log=str(log_id), segment=seg_id, block=ir.block_number)
+            out.append(b)
+            used += ir.block_size
+            cur.next_index += 1
+        return ScanResult(out, cur, cur.next_index >= len(cur.index), cur.lac)
+
+    def _scan_sequential(self, fd: int, size: int, cur: LocalCursor, max_bytes: int, log_id: int, seg_id: int) -> ScanResult:
+        out: list[DecodedBlock] = []
+        used = 0
+        while cur.offset < size and (not out or used < max_bytes):
+            head = os.pread(fd, BLOCK_HEADER_RECORD_SIZE, cur.offset)
+            if len(head) >= 5 and head[4] == RecordType.INDEX:
+                # the writer finalized: switch to the index for anything left
+                tail = os.pread(fd, FOOTER_RECORD_SIZE, max(0, size - FOOTER_RECORD_SIZE))
+                footer = parse_footer(tail)
+                if footer is None:
+                    break  # footer still being written
+                self._load_index(fd, size, footer, cur)
+                res = self._scan_indexed(fd, cur, max_bytes - used, log_id, seg_id)
+                return ScanResult(out + res.blocks, cur, res.complete, cur.lac)
+            want = _claimed_end(head, 0)
+            if want is None or cur.offset + want > size:
+                break  # block still being written
+            raw = os.pread(fd, want, cur.offset)
+            try:
+                b = decode_block(raw)
+            except CorruptionError as e:
+                # fully present yet wrong: re-read once (a concurrent writer may
+                # have been mid-copy), then it is corruption
+                if cur.suspect_since is None:
+                    cur.suspect_since = time.monotonic()
+                    break
+                if time.monotonic() - cur.suspect_since < 0.05:
+                    break
+                raise CorruptionError(str(e), log=str(log_id), segment=seg_id, block=len(out)) from e
+            cur.suspect_since = None
+            if b is None:
+                break
+            out.append(b)
+            used += len(raw)
+            cur.offset += len(raw)
+        return ScanResult(out, cur, False, -1)
+
+    async def scan(self, log_id: int, seg_id: int, cursor, max_bytes: int) -> ScanResult:
+        return await asyncio.to_thread(self._scan, log_id, seg_id, cursor, max_bytes)
+
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int) -> int | None:
+        return None  # Woodpecker keeps local segments as they are
+
+    # -- deletion --------------------------------------------------------------
+    @staticmethod
+    def _rm(path: Path) -> tuple[int, int]:
+        files = nbytes = 0
+        if not path.exists():
+            return 0, 0
+        for dirpath, _, names in os.walk(path):
+            for n in names:
+                try:
+                    nbytes += os.path.getsize(os.path.join(dirpath, n))
+                    files += 1
+                except OSError:
+                    pass
+        shutil.rmtree(path, ignore_errors=False, onerror=_ignore_missing)
+        if path.parent.exists():
+            _fsync_dir(path.parent)
+        return files, nbytes
+
+    async def delete_segment(self, log_id: int, seg_id: int) -> tuple[int, int]:
+        return await asyncio.to_thread(self._rm, self._paths(log_id, seg_id).dir)
+
+    async def delete_log(self, log_id: int) -> tuple[int, int]:
+        return await asyncio.to_thread(self._rm, self.root / str(log_id))
+
+    async def segment_ids(self, log_id: int) -> list[int]:
+        d = self.root / str(log_id)
+        try:
+            return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+        except FileNotFoundError:
+            return []
+
+
+def _claimed_end(buf, off: int) -> int | None:
+    """How many bytes a block at ``off`` claims (header record + its data), or
+    None if even the header is incomplete."""
+    mv = memoryview(buf)
+    if off + BLOCK_HEADER_RECORD_SIZE > len(mv):
+        return None
+    _, rtype, length = struct.unpack_from("<IBI", mv, off)
+    if rtype != RecordType.BLOCK_HEADER or length != BLOCK_HEADER_RECORD_SIZE - 9:
+        return BLOCK_HEADER_RECORD_SIZE  # not a block header: claims only its own size
+    block_length = struct.unpack_from("<I", mv, off + 9 + 20)[0]
+    return BLOCK_HEADER_RECORD_SIZE + block_length
+
+
+def _ignore_missing(func, path, exc_info) -> None:
+    if not (isinstance(exc_info[1], OSError) and exc_info[1].errno == errno.ENOENT):
+        raise exc_info[1]

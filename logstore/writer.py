@@ -1,0 +1,388 @@
+"""The writer: one per log at a time, fencing every older one.
+
+``append`` frames the entry into the open block at once (CRC included) and
+returns a future.  A flush task ships blocks: immediately when the backend is
+idle (group commit — whatever queued during the previous flush goes into the
+next block), else when a block is full or has waited ``maxInterval``.  Object
+storage uploads several blocks in parallel; an ack task resolves them strictly
+in block order, so ids grow in call order and completions resolve in that order.
+A failed or fenced block fails itself and everything after it: nothing not
+acknowledged can appear later in the log.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .codec import BlockBuilder, BlockHeader
+from .errors import (ConcurrentUpdateError, InvalidArgumentError, LogstoreError, StorageError,
+                     WriterClosedError, WriterFencedError)
+from .hub import PublishedBlock
+from .ids import MessageId
+from .proto import SegmentMetadata, SegmentState
+from .storage import BlockRef, SegmentWriter
+
+if TYPE_CHECKING:
+    from .log import LogHandle
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Batch:
+    builder: BlockBuilder = field(default_factory=BlockBuilder)
+    futures: list[asyncio.Future] = field(default_factory=list)
+    entries: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Segment:
+    id: int
+    store: SegmentWriter
+    rev: int
+    created: float = field(default_factory=time.monotonic)
+    blocks: list[BlockRef] = field(default_factory=list)
+    next_block: int = 0
+    next_entry: int = 0
+    size: int = 0
+
+    @property
+    def lac(self) -> int:
+        return self.blocks[-1].last_entry_id if self.blocks else -1
+
+
+def check_entry(payload: object, properties: object) -> tuple[bytes, dict[str, str]]:
+    """Validate an append's arguments → (immutable payload, properties)."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentError(f"payload must be bytes, got {type(payload).__name__}")
+    if properties is not None:
+        if not isinstance(properties, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                       for k, v in properties.items()):
+            raise InvalidArgumentError("properties must be a dict[str, str]")
+    data = bytes(payload)
+    if not data and not properties:
+        raise InvalidArgumentError("an entry needs a non-empty payload or properties")
+    return data, dict(properties or {})
+
+
+class LogWriter:
+    """Appends to one log.  Create it with ``await log.open_writer()``."""
+
+    def __init__(self, handle: "LogHandle") -> None:
+        self._h = handle
+        cfg = handle.config
+        sync = "woodpecker.logstore.segmentSyncPolicy."
+        roll = "woodpecker.client.segmentRollingPolicy."
+        self._local = handle.backend.kind == "local"
+        self._block_limit = cfg[sync + ("maxBytes" if self._local else "maxFlushSize")]
+        self._max_wait = cfg[sync + ("maxIntervalForLocalStorage" if self._local else "maxInterval")]
+        self._max_bytes = cfg[sync + "maxBytes"]
+        self._max_entries = cfg[sync + "maxEntries"]
+        self._retries = cfg[sync + "maxFlushRetries"]
+        self._retry_interval = cfg[sync + "retryInterval"]
+        self._roll_size = cfg[roll + "maxSize"]
+        self._roll_age = cfg[roll + "maxInterval"]
+        self._roll_blocks = cfg[roll + "maxBlocks"]
+        self._compact = (not self._local) and cfg["woodpecker.logstore.segmentCompactionPolicy.enabled"]
+        self._compact_bytes = cfg["woodpecker.logstore.segmentCompactionPolicy.maxBytes"]
+
+        self._seg: _Segment | None = None
+        self._open: _Batch | None = None
+        self._sealed: deque[_Batch] = deque()
+        self._inflight: deque[tuple[_Segment, BlockHeader, _Batch, asyncio.Task]] = deque()
+        self._buffered_bytes = 0
+        self._buffered_entries = 0
+        self._error: BaseException | None = None
+        self._closing = False
+        self._closed = False
+        self._wake = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._space = asyncio.Event()
+        self._flusher: asyncio.Task | None = None
+        self._acker: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+        self._ack_wake = asyncio.Event()
+
+    # -- opening -----------------------------------------------------------
+    async def _start(self) -> None:
+        h = self._h
+        for _ in range(50):
+            versions = await h.meta.segments(h.name)
+            for v in versions:
+                if v.value.state == SegmentState.ACTIVE:
+                    await h.complete_segment(v)
+            lm = await h.meta.require_log(h.name)
+            next_id = max([v.value.seg_no + 1 for v in versions] + [lm.value.truncated_segment_id + 1, 0])
+            if await h.meta.create_segment(h.name, SegmentMetadata(seg_no=next_id, create_time=_now_ms())):
+                created = await h.meta.get_segment(h.name, next_id)
+                assert created is not None
+                store = await h.backend.create_segment(h.log_id, next_id)
+                self._seg = _Segment(next_id, store, created.mod_revision)
+                break
+        else:
+            raise ConcurrentUpdateError(f"log {h.name!r}: could not take over the log (segments kept changing)")
+        if self._compact:
+            for v in versions:
+                if v.value.state == SegmentState.COMPLETED:
+                    self._spawn(h.compact_segment(v.value.seg_no))
+        h.hub.writers += 1
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"picchio-flush-{h.name}")
+        self._acker = asyncio.create_task(self._ack_loop(), name=f"picchio-ack-{h.name}")
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.create_task(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    # -- appending -----------------------------------------------------------
+    async def append(self, payload: bytes, properties: dict[str, str] | None = None) -> MessageId:
+        """Append one entry; returns its id once it is durable."""
+        data, props = check_entry(payload, properties)
+        self._check_open()
+        while self._buffered_bytes >= self._max_bytes or self._buffered_entries >= self._max_entries:
+            self._space.clear()
+            await self._space.wait()
+            self._check_open()
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch()
+        size = batch.builder.add(data, props or None)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        batch.futures.append(fut)
+        batch.entries.append((data, props))
+        self._buffered_bytes += size
+        self._buffered_entries += 1
+        if batch.builder.payload_bytes >= self._block_limit:
+            self._sealed.append(batch)
+            self._open = None
+        self._wake.set()
+        return await fut
+
+    def _check_open(self) -> None:
+        if self._error is not None:
+            if isinstance(self._error, LogstoreError):
+                raise type(self._error)(str(self._error))
+            raise WriterClosedError(f"writer failed earlier: {self._error!r}")
+        if self._closing or self._closed:
+            raise WriterClosedError("writer is closed")
+
+    # -- flushing --------------------------------------------------------------
+    def _take_ready(self) -> _Batch | None:
+        if self._sealed:
+            return self._sealed.popleft()
+        b = self._open
+        if b is None:
+            return None
+        idle = not self._inflight
+        if idle or self._closing or time.monotonic() - b.started >= self._max_wait:
+            self._open = None
+            return b
+        return None
+
+    async def _next_batch(self) -> _Batch | None:
+        while True:
+            if self._error is not None:
+                return None
+            b = self._take_ready()
+            if b is not None:
+                return b
+            if self._closing and self._open is None and not self._sealed:
+                return None
+            self._wake.clear()
+            timeout = None
+            if self._open is not None:
+                timeout = max(0.0, self._max_wait - (time.monotonic() - self._open.started))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _flush_loop(self) -> None:
+        seg = self._seg
+        assert seg is not None
+        batch: _Batch | None = None
+        try:
+            while True:
+                batch = None
+                # wait for a free upload slot first: entries keep queuing meanwhile (group commit)
+                while len(self._inflight) >= seg.store.parallel and self._error is None:
+                    self._acked.clear()
+                    await self._acked.wait()
+                batch = await self._next_batch()
+                if batch is None:
+                    break
+                seg = await self._maybe_roll(seg)
+                header = batch.builder.header(seg.next_block, seg.next_entry)
+                seg.next_block += 1
+                seg.next_entry += batch.builder.count
+                seg.size += batch.builder.length
+                task = asyncio.create_task(self._upload(seg, header, batch.builder.pieces))
+                self._inflight.append((seg, header, batch, task))
+                batch = None
+                self._ack_wake.set()
+        except BaseException as e:  # noqa: BLE001 - any failure stops the writer, failing what is pending
+            self._fail(e, batch)
+        finally:
+            self._ack_wake.set()
+
+    async def _maybe_roll(self, seg: _Segment) -> _Segment:
+        if seg.next_block == 0:
+            return seg
+        too_big = seg.size >= self._roll_size or seg.next_block >= self._roll_blocks
+        too_old = time.monotonic() - seg.created >= self._roll_age
+        if not (too_big or too_old):
+            return seg
+        await self._drain()
+        await self._complete(seg)
+        h = self._h
+        next_id = seg.id + 1
+        if not await h.meta.create_segment(h.name, SegmentMetadata(seg_no=next_id, create_time=_now_ms())):
+            raise WriterFencedError(f"log {h.name!r}: segment {next_id} was created by another writer")
+        created = await h.meta.get_segment(h.name, next_id)
+        assert created is not None
+        store = await h.backend.create_segment(h.log_id, next_id)
+        self._seg = _Segment(next_id, store, created.mod_revision)
+        return self._seg
+
+    async def _upload(self, seg: _Segment, header: BlockHeader, pieces: list) -> BlockRef:
+        delay = self._retry_interval
+        for attempt in range(1, self._retries + 1):
+            try:
+                return await seg.store.write_block(header, pieces)
+            except (StorageError, OSError) as e:
+                if attempt == self._retries:
+                    raise StorageError(f"block {seg.id}/{header.block_number} failed after {attempt} attempts: {e}") from e
+                log.warning("block %s/%s write failed (attempt %d/%d): %s", seg.id, header.block_number,
+                            attempt, self._retries, e)
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _ack_loop(self) -> None:
+        while True:
+            if not self._inflight:
+                if self._flusher is not None and self._flusher.done():
+                    return
+                self._ack_wake.clear()
+                await self._ack_wake.wait()
+                continue
+            seg, header, batch, task = self._inflight[0]
+            try:
+                ref = await task
+            except BaseException as e:  # noqa: BLE001
+                self._inflight.popleft()
+                self._fail(e, batch)
+                continue
+            self._inflight.popleft()
+            if self._error is not None:
+                self._fail_batch(batch, self._error)
+                continue
+            seg.blocks.append(ref)
+            for k, fut in enumerate(batch.futures):
+                if not fut.done():
+                    fut.set_result(MessageId(seg.id, header.first_entry_id + k))
+            self._release(batch)
+            self._h.hub.publish(PublishedBlock(seg.id, header.first_entry_id, tuple(batch.entries),
+                                               batch.builder.payload_bytes))
+            self._acked.set()
+
+    def _release(self, batch: _Batch) -> None:
+        self._buffered_bytes -= batch.builder.length
+        self._buffered_entries -= batch.builder.count
+        self._space.set()
+
+    def _fail_batch(self, batch: _Batch, error: BaseException) -> None:
+        for fut in batch.futures:
+            if not fut.done():
+                fut.set_exception(_copy_error(error))
+        self._release(batch)
+
+    def _fail(self, error: BaseException, batch: _Batch | None = None) -> None:
+        """Stop the writer: this batch and every later one fail with ``error``."""
+        if self._error is None:
+            self._error = error if isinstance(error, Exception) else WriterClosedError("writer was cancelled")
+            log.warning("writer of log %r stopped: %r", self._h.name, error)
+        if batch is not None:
+            self._fail_batch(batch, self._error)
+        for b in list(self._sealed) + ([self._open] if self._open else []):
+            self._fail_batch(b, self._error)
+        self._sealed.clear()
+        self._open = None
+        self._wake.set()
+        self._acked.set()
+        self._space.set()
+        self._ack_wake.set()
+
+    async def _drain(self) -> None:
+        while self._inflight and self._error is None:
+            self._acked.clear()
+            await self._acked.wait()
+        if self._error is not None:
+            raise _copy_error(self._error)
+
+    async def _complete(self, seg: _Segment) -> None:
+        """Footer, then metadata Completed (CAS: losing it means we were fenced)."""
+        h = self._h
+        size = await seg.store.finalize(seg.blocks, seg.lac)
+        await seg.store.close()
+        meta = SegmentMetadata(seg_no=seg.id, create_time=0, state=SegmentState.COMPLETED,
+                               completion_time=_now_ms(), last_entry_id=seg.lac, size=size)
+        current = await h.meta.get_segment(h.name, seg.id)
+        if current is None or current.mod_revision != seg.rev or current.value.state != SegmentState.ACTIVE:
+            raise WriterFencedError(f"log {h.name!r}: segment {seg.id} was completed by another writer")
+        meta.create_time, meta.quorum = current.value.create_time, current.value.quorum
+        try:
+            await h.meta.update_segment(h.name, meta, seg.rev)
+        except ConcurrentUpdateError:
+            raise WriterFencedError(f"log {h.name!r}: segment {seg.id} was completed by another writer") from None
+        h.hub.segment_completed(seg.id, seg.lac)
+        if self._compact:
+            self._spawn(h.compact_segment(seg.id))
+
+    # -- closing -----------------------------------------------------------------
+    async def close(self) -> None:
+        """Flush what is buffered, complete the segment, wait for compaction."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            if self._flusher is not None:
+                await self._flusher
+            if self._acker is not None:
+                await self._acker
+            if self._error is None and self._seg is not None:
+                await self._complete(self._seg)
+            elif self._seg is not None:
+                await self._seg.store.close()
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+        finally:
+            self._closed = True
+            self._h.hub.writers -= 1
+            self._h.writer_closed(self)
+
+    @property
+    def fenced(self) -> bool:
+        return isinstance(self._error, WriterFencedError)
+
+    async def __aenter__(self) -> "LogWriter":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _copy_error(e: BaseException) -> BaseException:
+    if isinstance(e, LogstoreError):
+        return type(e)(str(e)) if not hasattr(e, "log") else e
+    return StorageError(f"writer failed: {e!r}")

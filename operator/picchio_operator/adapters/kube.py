@@ -1,0 +1,157 @@
+"""Kubernetes API access: server-side apply with one stable field manager,
+reads, and status writes.
+
+Why raw paths instead of the typed ``*Api`` classes: server-side apply is the
+same PATCH for every kind, the typed models would round-trip our dicts through
+generated classes (and drop fields they do not know), and custom resources are
+dicts anyway.  The sync client runs in a worker thread (``asyncio.to_thread``)
+so the kopf event loop never blocks; every request carries a timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from ..model.constants import FIELD_MANAGER, GROUP, VERSION
+from . import AdapterError
+
+log = logging.getLogger(__name__)
+
+# (apiVersion, kind) → (path prefix, plural).  Only the kinds the operator
+# manages — the RBAC in manifests/ grants exactly these.
+_KINDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),
+    ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+}
+
+
+class KubeError(AdapterError):
+    reason = "KubernetesApiError"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(KubeError):
+    pass
+
+
+@dataclass
+class Kube:
+    """One authenticated API client; ``timeout`` bounds every request
+    (connect, read) in seconds."""
+
+    api: ApiClient
+    timeout: tuple[float, float] = (5.0, 30.0)
+    field_manager: str = FIELD_MANAGER
+
+    # -- plumbing ----------------------------------------------------------------
+    def _request_sync(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
+                      body: Any = None, content_type: str | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        raw = body if body is None or isinstance(body, str) else json.dumps(body)
+        m, url, hdrs, b, post = self.api.param_serialize(
+            method=method, resource_path=path, query_params=query or [], header_params=headers,
+            body=raw, auth_settings=["BearerToken"])
+        try:
+            resp = self.api.call_api(m, url, header_params=hdrs, body=b, post_params=post,
+                                     _request_timeout=self.timeout)
+            resp.read()
+        except ApiException as e:  # transport-level failure mapped by the client
+            raise KubeError(f"{method} {path}: {e.reason or e}", e.status) from e
+        except Exception as e:  # noqa: BLE001 - urllib3/ssl/socket errors: the API server is unreachable
+            raise KubeError(f"{method} {path}: {e!r}") from e
+        text = resp.data.decode("utf-8", "replace") if resp.data else ""
+        if not 200 <= resp.status <= 299:
+            msg = text
+            try:
+                msg = json.loads(text).get("message", text)
+            except (ValueError, AttributeError):
+                pass
+            cls = NotFound if resp.status == 404 else KubeError
+            raise cls(f"{method} {path}: {resp.status} {msg}", resp.status)
+        return json.loads(text) if text else None
+
+    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+        return await asyncio.to_thread(self._request_sync, method, path, **kw)
+
+    @staticmethod
+    def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+        try:
+            prefix, plural = _KINDS[(api_version, kind)]
+        except KeyError:
+            raise KubeError(f"the operator does not manage {api_version} {kind}") from None
+        p = f"{prefix}/namespaces/{namespace}/{plural}"
+        return f"{p}/{name}" if name else p
+
+    @staticmethod
+    def _custom_path(plural: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        p = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+        if name:
+            p += f"/{name}"
+        if sub:
+            p += f"/{sub}"
+        return p
+
+    # -- children ----------------------------------------------------------------
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` as ``picchio-operator`` (force: the operator
+        is the authority on the fields it sets; fields it does not set — e.g.
+        an HPA's replicas on other objects, or a user's extra annotations — stay
+        with their managers)."""
+        meta = obj["metadata"]
+        path = self._path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        return await self._request("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
+                                   query=[("fieldManager", self.field_manager), ("force", "true")])
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", self._path(api_version, kind, namespace, name))
+        except NotFound:
+            return None
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded.  Raises :class:`NotFound` naming it."""
+        obj = await self._request("GET", self._path("v1", "Secret", namespace, name))
+        data = obj.get("data") or {}
+        out = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        out.update(obj.get("stringData") or {})
+        return out
+
+    # -- custom resources --------------------------------------------------------
+    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", self._custom_path(plural, namespace, name))
+        except NotFound:
+            return None
+
+    async def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        out = await self._request("GET", self._custom_path(plural, namespace))
+        return list(out.get("items") or [])
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any],
+                           *, resource_version: str | None = None) -> dict[str, Any] | None:
+        """Merge-patch ``status`` through the status subresource.  With
+        ``resource_version`` the write fails (409) if the object changed since
+        it was read — callers that computed conditions from a read use it."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return await self._request("PATCH", self._custom_path(plural, namespace, name, "status"),
+                                       body=body, content_type="application/merge-patch+json")
+        except NotFound:
+            return None

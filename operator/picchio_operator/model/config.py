@@ -1,0 +1,141 @@
+"""Render a cluster's ``woodpecker.yaml`` from its spec and ``spec.config``.
+
+The WoodpeckerCluster spec owns the connection settings (etcd, storage); users
+may override only ``woodpecker.*`` tuning keys through ``spec.config``.  The
+overrides are validated against picchio's single configuration table
+(``logstore.config.SETTINGS``), so an unknown or mistyped key becomes a status
+condition naming the key instead of a pod that crash-loops on start.
+
+Secrets never land in the ConfigMap: credentials reach the pods as environment
+variables (``constants.ENV_SECRET_KEYS``), and the operator's own clients get
+them merged in by ``client_config``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import yaml
+
+from logstore.config import SETTINGS, validate_overrides
+from logstore.errors import ConfigError
+
+from .spec import ClusterSpec, SpecError
+
+_KEYS = frozenset(s.key for s in SETTINGS)
+# woodpecker.* keys that the spec itself decides; overriding them through
+# spec.config would silently contradict the spec.
+_SPEC_OWNED = {
+    "woodpecker.storage.type": "spec.storage.type",
+}
+
+
+class InvalidConfig(ValueError):
+    """spec.config (or the spec) cannot be rendered; the message names the key."""
+
+
+@dataclass(frozen=True)
+class RenderedConfig:
+    values: dict[str, Any]  # dotted key → value as written in woodpecker.yaml
+    text: str               # the woodpecker.yaml document
+    hash: str               # sha256 of text, 16 hex digits
+
+    @property
+    def meta_prefix(self) -> str:
+        """etcd prefix of the cluster's metadata ({etcd.rootPath}/{woodpecker.meta.prefix})."""
+        parts = [p.strip("/") for p in (self.values["etcd.rootPath"], self.values.get("woodpecker.meta.prefix", "woodpecker"))
+                 if p.strip("/")]
+        return "/".join(parts) or "woodpecker"
+
+
+def _flatten_raw(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested-or-dotted mapping → {full key: value as the user wrote it}.
+    Only called after ``validate_overrides`` accepted ``d``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        full = f"{prefix}{k}"
+        if full in _KEYS:
+            out[full] = v
+        elif isinstance(v, Mapping):
+            out.update(_flatten_raw(v, full + "."))
+    return out
+
+
+def validate_user_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check spec.config; return the overrides by dotted key (values as written,
+    so ``"128M"`` stays ``"128M"`` in the rendered file)."""
+    try:
+        validate_overrides(config)
+    except ConfigError as e:
+        raise InvalidConfig(f"spec.config: {e}") from None
+    raw = _flatten_raw(config)
+    for key in raw:
+        if not key.startswith("woodpecker."):
+            raise InvalidConfig(f"spec.config: {key}: only woodpecker.* keys may be set here "
+                                f"(connection settings come from spec.etcd and spec.storage)")
+        if key in _SPEC_OWNED:
+            raise InvalidConfig(f"spec.config: {key}: set {_SPEC_OWNED[key]} instead")
+    return raw
+
+
+def spec_values(c: ClusterSpec) -> dict[str, Any]:
+    """The connection settings the spec decides, by dotted key."""
+    v: dict[str, Any] = {
+        "etcd.endpoints": list(c.etcd.endpoints),
+        "etcd.rootPath": c.etcd.root_path,
+        "woodpecker.storage.type": c.storage.type,
+        "minio.rootPath": c.storage.root_path.strip("/"),
+    }
+    if c.storage.type == "minio":
+        try:
+            host, port, ssl = c.storage.endpoint_parts()
+        except SpecError as e:
+            raise InvalidConfig(str(e)) from None
+        if not c.storage.bucket:
+            raise InvalidConfig("spec.storage.bucket is required when spec.storage.type is minio")
+        v.update({
+            "minio.address": host,
+            "minio.port": port,
+            "minio.useSSL": ssl,
+            "minio.bucketName": c.storage.bucket,
+            "minio.region": c.storage.region,
+            # The operator creates the bucket (spec.storage.createBucket);
+            # LogStores and clients must not need that permission.
+            "minio.createBucket": False,
+        })
+    return v
+
+
+def render_config(c: ClusterSpec) -> RenderedConfig:
+    """spec + validated spec.config → woodpecker.yaml (nested, keys sorted)."""
+    values = spec_values(c)
+    values.update(validate_user_config(c.config))
+    try:  # the whole file must load with the same table the pods use
+        validate_overrides(values)
+    except ConfigError as e:
+        raise InvalidConfig(str(e)) from None
+    text = "# Rendered by picchio-operator from WoodpeckerCluster " \
+           f"{c.namespace}/{c.name}; edit the custom resource, not this file.\n" \
+           + yaml.safe_dump(nest(values), sort_keys=True, default_flow_style=False)
+    return RenderedConfig(values=values, text=text, hash=hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def client_config(rendered: RenderedConfig, secrets: Mapping[str, str]) -> dict[str, Any]:
+    """The dotted configuration the operator's own ``logstore.Client`` uses:
+    the rendered file plus credentials (``minio.accessKeyID`` …) from Secrets."""
+    out = dict(rendered.values)
+    out.update({k: v for k, v in secrets.items() if v is not None})
+    return out
+
+
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a.b.c": 1} → {"a": {"b": {"c": 1}}} (the woodpecker.yaml layout)."""
+    root: dict[str, Any] = {}
+    for key in sorted(values):
+        node = root
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = values[key]
+    return root

@@ -1,0 +1,69 @@
+"""Names shared by the model, the adapters and the manifests.
+
+Kept in one place because a rename here is a breaking change for running
+clusters (labels select pods, IDs mark lifecycle rules as ours)."""
+from __future__ import annotations
+
+GROUP = "picchio.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CLUSTER_KIND = "WoodpeckerCluster"
+CLUSTER_PLURAL = "woodpeckerclusters"
+LOG_KIND = "WoodpeckerLog"
+LOG_PLURAL = "woodpeckerlogs"
+
+FIELD_MANAGER = "picchio-operator"
+FINALIZER = "picchio.dev/finalizer"
+ANNOTATION_PREFIX = "picchio.dev"
+CONFIG_HASH_ANNOTATION = "picchio.dev/config-hash"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+APP_NAME = "woodpecker"
+COMPONENT_LOGSTORE = "logstore"
+COMPONENT_CONFIG = "config"
+MANAGED_BY = "picchio-operator"
+
+SERVICE_PORT = 18080
+METRICS_PORT = 9091
+CONFIG_DIR = "/etc/picchio"
+CONFIG_FILE = "woodpecker.yaml"
+DATA_DIR = "/var/lib/woodpecker"
+
+# Environment variables through which secrets reach the LogStore pods; they
+# override the matching keys of woodpecker.yaml (see model.config).
+ENV_SECRET_KEYS = {
+    "minio.accessKeyID": "PICCHIO_MINIO_ACCESSKEYID",
+    "minio.secretAccessKey": "PICCHIO_MINIO_SECRETACCESSKEY",
+    "etcd.username": "PICCHIO_ETCD_USERNAME",
+    "etcd.password": "PICCHIO_ETCD_PASSWORD",
+}
+S3_SECRET_KEYS = ("accessKeyID", "secretAccessKey")
+ETCD_SECRET_KEYS = ("username", "password")
+
+# Object names derived from the cluster's name.
+def statefulset_name(cluster: str) -> str:
+    return f"{cluster}-server"
+
+
+def headless_service_name(cluster: str) -> str:
+    return f"{cluster}-server-headless"
+
+
+def client_service_name(cluster: str) -> str:
+    return f"{cluster}-server-client"
+
+
+def metrics_service_name(cluster: str) -> str:
+    return f"{cluster}-server-metrics"
+
+
+def configmap_name(cluster: str) -> str:
+    return f"{cluster}-config"
+
+
+def pdb_name(cluster: str) -> str:
+    return f"{cluster}-server"
