@@ -185,6 +185,11 @@ def validate_overrides(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _coerce(_BY_KEY[k], v) for k, v in _flatten(d)}
 
 
+def _render_duration(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:g}ms" if ms < 1000 or not float(seconds).is_integer() else f"{seconds:g}s"
+
+
 class Config(Mapping[str, Any]):
     """Validated settings, read by full dotted key: ``config["minio.bucketName"]``."""
 
@@ -237,6 +242,21 @@ class Config(Mapping[str, Any]):
     def __repr__(self) -> str:
         shown = {k: ("***" if "secret" in k.lower() or "password" in k.lower() else v) for k, v in self._values.items()}
         return f"Config({shown!r})"
+
+    def to_dict(self, nested: bool = False) -> dict[str, Any]:
+        """The settings in a form ``Config.from_dict`` reads back unchanged
+        (durations as ``"…s"`` strings); ``nested`` gives woodpecker.yaml's shape."""
+        flat = {k: (_render_duration(v) if _BY_KEY[k].type == "duration" else v) for k, v in self._values.items()}
+        if not nested:
+            return flat
+        out: dict[str, Any] = {}
+        for k, v in flat.items():
+            node = out
+            *parents, leaf = k.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = v
+        return out
 
     # Derived values used by several layers, computed in one place.
     @property

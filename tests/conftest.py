@@ -17,11 +17,10 @@ for p in (ROOT, ROOT / "e2e", ROOT / "operator"):
 from picchio_harness.etcd import start_etcd  # noqa: E402
 from picchio_harness.s3 import start_s3  # noqa: E402
 
-try:  # the cluster fixtures (k8s_cluster, minio) when the harness plugin exists
-    import picchio_harness.pytest_plugin  # noqa: F401
+import importlib.util  # noqa: E402
+
+if importlib.util.find_spec("picchio_harness.pytest_plugin"):  # k8s_cluster, minio fixtures
     pytest_plugins = ["picchio_harness.pytest_plugin"]
-except ImportError:
-    pass
 
 
 @pytest.fixture(scope="session")

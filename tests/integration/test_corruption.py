@@ -1,0 +1,97 @@
+"""Damaged bytes raise CorruptionError naming log, segment and block — they
+never read as end-of-log and never hang a reader."""
+import pytest
+
+import logstore
+from logstore import EARLIEST
+
+
+async def _write(c, name, n=6, close=True, **_):
+    log = await c.create_log(name)
+    w = await log.open_writer()
+    for i in range(n):
+        await w.append(b"entry-%03d" % i * 20)
+    if close:
+        await w.close()
+    return log, w
+
+
+def _flip_local(cfg, log_id, seg_id, offset_from_start):
+    from pathlib import Path
+    p = Path(cfg["woodpecker.storage.rootPath"]) / cfg["minio.rootPath"] / str(log_id) / str(seg_id) / "data.log"
+    raw = bytearray(p.read_bytes())
+    raw[offset_from_start] ^= 0x5A
+    p.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["completed", "active"])
+async def test_local_flipped_byte_raises(make_config, close):
+    cfg = make_config("local")
+    async with logstore.Client(cfg) as c:
+        log, w = await _write(c, "rot", close=close)
+        _flip_local(cfg, log.log_id, 0, 25 + 37 + 30)  # inside block 0's data
+        async with logstore.Client(cfg) as other:  # reads from storage, not from the writer's memory
+            r = await (await other.open_log("rot")).open_reader(EARLIEST)
+            with pytest.raises(logstore.CorruptionError) as e:
+                await r.read_next(timeout=5)
+        msg = str(e.value)
+        assert "segment=0" in msg and "block=" in msg and f"log={log.log_id}" in msg
+        if not close:
+            await w.close()
+
+
+async def test_object_flipped_byte_and_truncated_object_raise(make_config):
+    cfg = make_config("minio", **{"woodpecker.logstore.segmentCompactionPolicy.enabled": False})
+    async with logstore.Client(cfg) as c:
+        log, _ = await _write(c, "rot")
+        s3 = c.backend.s3
+        key = c.backend.key(log.log_id, 0, "0.blk")
+        raw, _ = await s3.get(key)
+        bad = bytearray(raw)
+        bad[-3] ^= 0x01
+        await s3.put(key, bytes(bad))
+        async with logstore.Client(cfg) as other:
+            r = await (await other.open_log("rot")).open_reader(EARLIEST)
+            with pytest.raises(logstore.CorruptionError) as e:
+                await r.read_next(timeout=5)
+            assert "segment=0" in str(e.value) and "0.blk" in str(e.value)
+            await s3.put(key, raw[:-10])
+            r = await (await other.open_log("rot")).open_reader(EARLIEST)
+            with pytest.raises(logstore.CorruptionError):
+                await r.read_next(timeout=5)
+
+
+async def test_object_corrupt_footer_raises(make_config):
+    cfg = make_config("minio")
+    async with logstore.Client(cfg) as c:
+        log, _ = await _write(c, "rot")
+        key = c.backend.key(log.log_id, 0, "footer.blk")
+        raw, _ = await c.backend.s3.get(key)
+        await c.backend.s3.put(key, raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+        async with logstore.Client(cfg) as other:
+            r = await (await other.open_log("rot")).open_reader(EARLIEST)
+            with pytest.raises(logstore.CorruptionError) as e:
+                await r.read_next(timeout=5)
+            assert "footer" in str(e.value)
+
+
+async def test_object_segment_readable_while_compacted_and_after(make_config):
+    cfg = make_config("minio", **{"woodpecker.logstore.segmentCompactionPolicy.maxBytes": 300,
+                                  "woodpecker.logstore.segmentSyncPolicy.maxFlushSize": 100})
+    async with logstore.Client(cfg) as c:
+        log = await c.create_log("compact")
+        w = await log.open_writer()
+        ids = [await w.append(b"%04d" % i * 30) for i in range(20)]
+        other = await logstore.Client(cfg).__aenter__()
+        r = await (await other.open_log("compact")).open_reader(EARLIEST)
+        first = [await r.read_next(timeout=3) for _ in range(5)]  # reads storage while the segment is active
+        await w.close()  # completes and compacts segment 0
+        segs = await log.segments()
+        assert segs[0].state == "Sealed"
+        keys = [o.key.rsplit("/", 1)[1] for o in await c.backend.s3.list(c.backend.key(log.log_id, 0, ""))]
+        assert "footer.blk" in keys and any(k.startswith("m_") for k in keys)
+        assert not any(k[0].isdigit() for k in keys), "original blocks deleted after compaction"
+        rest = [await r.read_next(timeout=3) for _ in range(15)]
+        assert [m.id for m in first + rest] == ids
+        assert [m.payload for m in first + rest] == [b"%04d" % i * 30 for i in range(20)]
+        await other.close()
