@@ -310,7 +310,8 @@ class LogWriter:
         """Stop the writer: this batch and every later one fail with ``error``."""
         if self._error is None:
             self._error = error if isinstance(error, Exception) else WriterClosedError("writer was cancelled")
-            log.warning("writer of log %r stopped: %r", self._h.name, error)
+            if isinstance(error, Exception):
+                log.warning("writer of log %r stopped: %r", self._h.name, error)
         if batch is not None:
             self._fail_batch(batch, self._error)
         for b in list(self._sealed) + ([self._open] if self._open else []):

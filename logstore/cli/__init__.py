@@ -1,0 +1,1 @@
+"""``picchio`` commands: thin wrappers over the client, the bench and the dev harness."""

@@ -1,0 +1,274 @@
+"""``picchio bench``: throughput and latency of the log, always next to the raw
+limit of the same hardware measured in the same run, printed as JSON.
+
+- ``bench append --backend local``: appends vs raw ``write`` + ``fdatasync`` of the
+  same entry size to the same directory (one fdatasync per ``concurrency`` entries,
+  the best batching a writer with that many appends in flight could get).
+- ``bench append --backend minio``: appends vs raw PUTs of block-sized objects to
+  the same bucket with the same number of requests in flight.
+- ``bench tail``: how long after its ack an entry reaches a reader in the same
+  process and in another process.
+
+Without ``--config`` the bench starts its own etcd (and S3 server) on loopback.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .. import LATEST, Client, Config
+from ..config import parse_size
+
+
+def add_bench_parser(sub: Any) -> None:
+    b = sub.add_parser("bench", help="measure the log against the raw limit of the same hardware")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    a = bsub.add_parser("append", help="append throughput and ack latency")
+    a.add_argument("--backend", choices=["local", "minio"], default="local")
+    a.add_argument("--entry-size", default="4Ki", help="bytes per entry, e.g. 4Ki, 1Mi")
+    a.add_argument("--concurrency", type=int, default=1, help="appends in flight")
+    a.add_argument("--seconds", type=float, default=5.0)
+    a.add_argument("--block-size", default=None, help="object storage: maxFlushSize (default: the config's)")
+    a.add_argument("--dir", help="local: directory for the log and the raw file (default: a temp dir)")
+    t = bsub.add_parser("tail", help="ack → reader latency, same process and another process")
+    t.add_argument("--backend", choices=["local", "minio"], default="local")
+    t.add_argument("--entries", type=int, default=200)
+    t.add_argument("--interval", type=float, default=0.01, help="seconds between appends")
+    t.add_argument("--dir")
+
+
+def _pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+class _Progress:
+    def __init__(self, seconds: float) -> None:
+        self.on, self.seconds, self.t0 = sys.stderr.isatty(), seconds, time.monotonic()
+
+    def tick(self, label: str) -> None:
+        if self.on:
+            f = min(1.0, (time.monotonic() - self.t0) / self.seconds)
+            sys.stderr.write(f"\r{label:>8} [{'#' * int(f * 30):<30}] {f * 100:3.0f}%")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+
+
+@contextlib.contextmanager
+def _components(args: argparse.Namespace, backend: str) -> Iterator[Config]:
+    """The configured components, or an etcd (+ S3) of our own on loopback."""
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="picchio-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    uid = f"bench-{os.getpid()}-{int(time.time())}"
+    overrides: dict[str, Any] = {"woodpecker.storage.type": backend, "woodpecker.storage.rootPath": str(workdir / "wal"),
+                                 "etcd.rootPath": uid, "minio.rootPath": uid}
+    if args.config:
+        yield Config.from_yaml(args.config).with_values(overrides)
+        return
+    from picchio_harness.etcd import start_etcd
+    from picchio_harness.s3 import start_s3
+
+    started = [start_etcd(workdir)]
+    overrides["etcd.endpoints"] = [started[0].endpoint]
+    try:
+        if backend == "minio":
+            s3 = start_s3(workdir)
+            started.append(s3)
+            overrides.update({"minio.address": s3.host, "minio.port": s3.port, "minio.accessKeyID": s3.access_key,
+                              "minio.secretAccessKey": s3.secret_key, "minio.bucketName": "picchio-bench",
+                              "minio.createBucket": True})
+        yield Config(overrides)
+    finally:
+        for s in reversed(started):
+            s.stop()
+
+
+async def _bench_log(cfg: Config, size: int, concurrency: int, seconds: float, prog: _Progress) -> dict[str, Any]:
+    payload = os.urandom(size)
+    lat: list[float] = []
+    async with Client(cfg) as c:
+        log = await c.create_log(f"bench-{int(time.time() * 1000)}")
+        w = await log.open_writer()
+        for _ in range(min(concurrency, 8)):  # warm-up: connections, segment creation
+            await w.append(payload)
+        end = time.monotonic() + seconds
+        t0 = time.perf_counter()
+
+        async def worker() -> None:
+            while time.monotonic() < end:
+                s = time.perf_counter()
+                await w.append(payload)
+                lat.append(time.perf_counter() - s)
+                prog.tick("picchio")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+        await w.close()
+        await c.delete_log(log.name)
+    n = len(lat)
+    return {"entries": n, "seconds": round(elapsed, 3), "mb_per_s": round(n * size / elapsed / 1e6, 1),
+            "entries_per_s": round(n / elapsed, 1), "ack_p50_ms": round(_pct(lat, 50) * 1e3, 3),
+            "ack_p99_ms": round(_pct(lat, 99) * 1e3, 3)}
+
+
+def _raw_local(directory: Path, size: int, batch: int, seconds: float, prog: _Progress) -> dict[str, Any]:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "raw-fdatasync.bin"
+    buf = os.urandom(size)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    lat: list[float] = []
+    n = 0
+    try:
+        end = time.monotonic() + seconds
+        t0 = time.perf_counter()
+        while time.monotonic() < end:
+            s = time.perf_counter()
+            for _ in range(batch):
+                os.write(fd, buf)
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - s)
+            n += batch
+            prog.tick("raw")
+        elapsed = time.perf_counter() - t0
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return {"what": f"write {size} B ×{batch} + fdatasync, same directory", "entries": n,
+            "mb_per_s": round(n * size / elapsed / 1e6, 1), "sync_p50_ms": round(_pct(lat, 50) * 1e3, 3),
+            "sync_p99_ms": round(_pct(lat, 99) * 1e3, 3)}
+
+
+async def _raw_puts(cfg: Config, size: int, parallel: int, seconds: float, prog: _Progress) -> dict[str, Any]:
+    from ..storage.s3 import S3
+
+    s3 = S3(cfg, pool_size=parallel + 4)
+    await s3.ensure_bucket(cfg["minio.createBucket"])
+    body = os.urandom(size)
+    lat: list[float] = []
+    prefix = f"{cfg['minio.rootPath']}/raw-put"
+    counter = 0
+    end = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal counter
+        while time.monotonic() < end:
+            counter += 1
+            s = time.perf_counter()
+            await s3.put(f"{prefix}/{counter}.blk", body, if_absent=True)
+            lat.append(time.perf_counter() - s)
+            prog.tick("raw")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(parallel)))
+    elapsed = time.perf_counter() - t0
+    objs = await s3.list(prefix + "/")
+    await s3.delete_many([o.key for o in objs])
+    await s3.close()
+    n = len(lat)
+    return {"what": f"PUT {size} B objects (If-None-Match), {parallel} in flight, same bucket", "puts": n,
+            "mb_per_s": round(n * size / elapsed / 1e6, 1), "put_p50_ms": round(_pct(lat, 50) * 1e3, 3),
+            "put_p99_ms": round(_pct(lat, 99) * 1e3, 3)}
+
+
+def _bench_append(args: argparse.Namespace) -> dict[str, Any]:
+    size = parse_size(args.entry_size, "--entry-size")
+    with _components(args, args.backend) as cfg:
+        if args.block_size:
+            cfg = cfg.with_values({"woodpecker.logstore.segmentSyncPolicy.maxFlushSize": args.block_size})
+        prog = _Progress(args.seconds)
+        if args.backend == "local":
+            raw = _raw_local(Path(cfg["woodpecker.storage.rootPath"]), size, args.concurrency, args.seconds, prog)
+        else:
+            block = max(size, cfg["woodpecker.logstore.segmentSyncPolicy.maxFlushSize"])
+            parallel = max(1, min(cfg["woodpecker.logstore.segmentSyncPolicy.maxFlushThreads"],
+                                  (args.concurrency * size + block - 1) // block))
+            raw = asyncio.run(_raw_puts(cfg, block, parallel, args.seconds, prog))
+        prog = _Progress(args.seconds)
+        ours = asyncio.run(_bench_log(cfg, size, args.concurrency, args.seconds, prog))
+        prog.done()
+    return {"bench": "append", "backend": args.backend, "entry_size": size, "concurrency": args.concurrency,
+            "picchio": ours, "raw": raw, "ratio": round(ours["mb_per_s"] / raw["mb_per_s"], 3) if raw["mb_per_s"] else None}
+
+
+async def _bench_tail(cfg: Config, entries: int, interval: float, cfg_path: Path) -> dict[str, Any]:
+    async with Client(cfg) as c:
+        name = f"tail-{int(time.time() * 1000)}"
+        log = await c.create_log(name)
+        w = await log.open_writer()
+        await w.append(b"warm-up")
+        reader = await log.open_reader(LATEST)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "logstore.cli.main", "--config", str(cfg_path), "--json", "log", "tail", name,
+            "--from", "latest", stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        assert child.stdout is not None
+        # the other process is ready once it has seen a marker entry
+        deadline = time.monotonic() + 30
+        while True:
+            await w.append(b"marker")
+            try:
+                line = await asyncio.wait_for(child.stdout.readline(), 0.5)
+                if line:
+                    break
+            except asyncio.TimeoutError:
+                if time.monotonic() > deadline:
+                    child.kill()
+                    raise RuntimeError("the tailing process never saw an entry")
+        while True:  # drain the in-process reader to the same point
+            try:
+                await reader.read_next(timeout=0.2)
+            except TimeoutError:
+                break
+        same: list[float] = []
+        other: list[float] = []
+        for i in range(entries):
+            payload = b"t%d" % i
+            mid = await w.append(payload)
+            acked = time.perf_counter()
+            m = await reader.read_next(timeout=5)
+            same.append(time.perf_counter() - acked)
+            assert m.id == mid
+            while True:
+                line = await asyncio.wait_for(child.stdout.readline(), 5)
+                if json.loads(line)["payload"] == payload.decode():
+                    other.append(time.perf_counter() - acked)
+                    break
+            await asyncio.sleep(interval)
+        child.kill()
+        await child.wait()
+        await w.close()
+        await c.delete_log(name)
+    ms = lambda xs, p: round(_pct(xs, p) * 1e3, 3)  # noqa: E731
+    return {"same_process_p50_ms": ms(same, 50), "same_process_p99_ms": ms(same, 99),
+            "other_process_p50_ms": ms(other, 50), "other_process_p99_ms": ms(other, 99),
+            "other_process_max_ms": round(max(other) * 1e3, 3), "entries": entries,
+            "other_process_etcd_reads_per_s": 1 / cfg["woodpecker.client.reader.metaPollInterval"]}
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.bench == "append":
+        out = _bench_append(args)
+    else:
+        with _components(args, args.backend) as cfg:
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                import yaml
+                yaml.safe_dump(cfg.to_dict(nested=True), f)
+            try:
+                out = {"bench": "tail", "backend": args.backend,
+                       **asyncio.run(_bench_tail(cfg, args.entries, args.interval, Path(f.name)))}
+            finally:
+                os.unlink(f.name)
+    print(json.dumps(out, indent=2))
+    return 0

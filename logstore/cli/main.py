@@ -1,0 +1,192 @@
+"""``picchio`` — the command line.  Thin: parsing and printing only; every verb
+calls the ``logstore`` API (or the operator / dev harness) and prints a human
+table or, with ``--json``, one JSON document."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from .. import EARLIEST, LATEST, Client, Config, LogstoreError, MessageId
+from ..errors import InvalidArgumentError
+
+
+def _load_config(path: str | None) -> Config:
+    return Config.from_yaml(path) if path else Config()
+
+
+def _position(text: str) -> MessageId:
+    t = text.strip().lower()
+    if t in ("earliest", "start", "beginning"):
+        return EARLIEST
+    if t in ("latest", "end"):
+        return LATEST
+    return MessageId.parse(text)
+
+
+def _props(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not k:
+            raise InvalidArgumentError(f"--prop wants KEY=VALUE, got {it!r}")
+        out[k] = v
+    return out
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else human)
+
+
+async def _log_cmd(args: argparse.Namespace) -> int:
+    cfg = _load_config(args.config)
+    async with Client(cfg) as c:
+        verb = args.verb
+        if verb == "create":
+            h = await c.create_log(args.name)
+            _emit(args, {"name": h.name, "logId": h.log_id}, f"created log {h.name} (id {h.log_id})")
+        elif verb == "list":
+            names = await c.list_logs(args.prefix)
+            _emit(args, names, "\n".join(names) if names else "(no logs)")
+        elif verb == "stat":
+            h = await c.open_log(args.name)
+            segs = [s.as_dict() for s in await h.segments()]
+            data = {"name": h.name, "logId": h.log_id, "lastId": str(await h.last_id() or ""),
+                    "truncatedId": str(await h.truncated_id() or ""), "segments": segs,
+                    "bytes": sum(s["size"] for s in segs)}
+            human = (f"log {h.name} (id {h.log_id}) last={data['lastId'] or '-'} truncated={data['truncatedId'] or '-'} "
+                     f"bytes={data['bytes']}\n" + _table(segs, ["id", "state", "first_entry_id", "last_entry_id", "size"]))
+            _emit(args, data, human)
+        elif verb == "append":
+            h = await c.open_log(args.name)
+            if args.data is not None:
+                payloads = [args.data.encode()]
+            elif args.file:
+                with open(args.file, "rb") as f:
+                    payloads = [f.read()]
+            else:
+                payloads = [line.rstrip(b"\n") for line in sys.stdin.buffer]
+            async with await h.open_writer() as w:
+                ids = await asyncio.gather(*(w.append(p, _props(args.prop)) for p in payloads))
+            _emit(args, [str(i) for i in ids], "\n".join(str(i) for i in ids))
+        elif verb in ("read", "tail"):
+            h = await c.open_log(args.name)
+            r = await h.open_reader(_position(args.start))
+            n = 0
+            while args.count is None or n < args.count:
+                try:
+                    m = await r.read_next(timeout=None if verb == "tail" else args.timeout)
+                except TimeoutError:
+                    break
+                n += 1
+                if args.json:
+                    print(json.dumps({"id": str(m.id), "payload": m.payload.decode(errors="backslashreplace"),
+                                      "properties": m.properties}), flush=True)
+                else:
+                    props = " ".join(f"{k}={v}" for k, v in m.properties.items())
+                    print(f"{m.id}\t{m.payload.decode(errors='backslashreplace')}" + (f"\t{props}" if props else ""),
+                          flush=True)
+        elif verb == "truncate":
+            target = MessageId.parse(args.id)  # bad input fails before any I/O
+            h = await c.open_log(args.name)
+            t = await h.truncate(target)
+            _emit(args, {"truncatedId": str(t)}, f"truncated {h.name} at {t}")
+        elif verb == "gc":
+            h = await c.open_log(args.name)
+            rep = await h.collect_garbage(dry_run=args.dry_run)
+            what = "would delete" if rep.dry_run else "deleted"
+            _emit(args, rep.as_dict(), f"{what} segments {rep.segments or '[]'}: {rep.objects} objects, {rep.bytes} bytes")
+        elif verb == "delete":
+            n, b = await c.delete_log(args.name)
+            _emit(args, {"deleted": args.name, "objects": n, "bytes": b}, f"deleted log {args.name}: {n} objects, {b} bytes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="picchio", description="picchio: a cloud-native write-ahead log")
+    ap.add_argument("--config", "-c", help="woodpecker.yaml-style configuration file")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    lg = sub.add_parser("log", help="create, write, read, truncate and collect logs")
+    lsub = lg.add_subparsers(dest="verb", required=True)
+    for verb in ("create", "stat", "delete"):
+        lsub.add_parser(verb).add_argument("name")
+    p = lsub.add_parser("list")
+    p.add_argument("--prefix", default="")
+    p = lsub.add_parser("append", help="append --data, --file, or one entry per stdin line")
+    p.add_argument("name")
+    p.add_argument("--data")
+    p.add_argument("--file")
+    p.add_argument("--prop", action="append", metavar="KEY=VALUE")
+    for verb in ("read", "tail"):
+        p = lsub.add_parser(verb)
+        p.add_argument("name")
+        p.add_argument("--from", dest="start", default="earliest", help="earliest | latest | SEG:ENTRY")
+        p.add_argument("--count", type=int)
+        p.add_argument("--timeout", type=float, default=1.0, help="read: stop after this long without entries")
+    p = lsub.add_parser("truncate", help="truncate up to and including SEG:ENTRY")
+    p.add_argument("name")
+    p.add_argument("id")
+    p = lsub.add_parser("gc", help="delete segments at or below the truncation point")
+    p.add_argument("name")
+    p.add_argument("--dry-run", action="store_true")
+
+    from .bench import add_bench_parser
+    add_bench_parser(sub)
+    sub.add_parser("dev", help="local real components (etcd, MinIO, Kubernetes) for development", add_help=False)
+    sub.add_parser("operator", help="the Kubernetes operator (picchio operator run)", add_help=False)
+    sub.add_parser("logstore", help="the LogStore server (service mode)", add_help=False)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # pass-through groups with parsers of their own: find the first positional word
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in ("--config", "-c") else 1
+    if i < len(argv) and argv[i] in ("dev", "operator", "logstore"):
+        return _passthrough(argv[i], argv[:i], argv[i + 1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "log":
+            return asyncio.run(_log_cmd(args))
+        if args.cmd == "bench":
+            from .bench import run_bench
+            return run_bench(args)
+    except LogstoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _passthrough(group: str, head: list[str], rest: list[str]) -> int:
+    if group == "dev":
+        from picchio_harness.cli import main as dev_main
+        return dev_main(rest)
+    if group == "operator":
+        from picchio_operator.main import run
+        return run(head + rest)
+    print("error: `picchio logstore serve` (service mode, QuorumBuffer) is not implemented in this version; "
+          "use woodpecker.storage.type local or minio (embedded mode)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
