@@ -2,8 +2,9 @@
 
 A writer publishes every acknowledged block here; readers of the same log in
 the same process wake at once and take the entries from memory instead of
-reading them back from storage.  The hub keeps only a bounded window of recent
-blocks; a reader that falls behind it reads from storage as usual.
+reading them back from storage.  Blocks are kept only while a reader of this
+log is open in the process, and then only a bounded window of them; a reader
+that falls behind the window reads from storage as usual.
 """
 from __future__ import annotations
 
@@ -33,43 +34,52 @@ class TailHub:
         self.nbytes = 0
         self.version = 0
         self.writers = 0  # writers of this log open in this process
+        self.readers = 0  # readers of this log open in this process
         self.completed: dict[int, int] = {}  # segment id → last entry id, as completed by a local writer
-        self._cond = asyncio.Condition()
+        self._changed: asyncio.Future | None = None
 
     def _bump(self) -> None:
         self.version += 1
-
-        async def notify() -> None:
-            async with self._cond:
-                self._cond.notify_all()
-
-        asyncio.get_running_loop().create_task(notify())
+        fut, self._changed = self._changed, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def publish(self, block: PublishedBlock) -> None:
-        self.blocks.append(block)
-        self.nbytes += block.nbytes
-        while len(self.blocks) > _MAX_BLOCKS or self.nbytes > _MAX_BYTES:
-            self.nbytes -= self.blocks.popleft().nbytes
+        if self.readers:
+            self.blocks.append(block)
+            self.nbytes += block.nbytes
+            while len(self.blocks) > _MAX_BLOCKS or self.nbytes > _MAX_BYTES:
+                self.nbytes -= self.blocks.popleft().nbytes
         self._bump()
 
     def segment_completed(self, segment_id: int, last_entry_id: int) -> None:
         self.completed[segment_id] = last_entry_id
         self._bump()
 
+    def reader_opened(self) -> None:
+        self.readers += 1
+
+    def reader_closed(self) -> None:
+        self.readers -= 1
+        if not self.readers:
+            self.blocks.clear()
+            self.nbytes = 0
+
     def find(self, segment_id: int, entry_id: int) -> PublishedBlock | None:
         for b in reversed(self.blocks):
             if b.segment_id == segment_id and b.first_entry_id <= entry_id <= b.last_entry_id:
                 return b
-            if b.segment_id < segment_id:
+            if (b.segment_id, b.last_entry_id) < (segment_id, entry_id):
                 break
         return None
 
-    async def wait(self, seen_version: int, timeout: float) -> None:
+    async def wait(self, seen_version: int, timeout: float | None) -> None:
         """Return when something was published after ``seen_version`` or on timeout."""
         if self.version != seen_version:
             return
-        async with self._cond:
-            try:
-                await asyncio.wait_for(self._cond.wait_for(lambda: self.version != seen_version), timeout)
-            except asyncio.TimeoutError:
-                pass
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+        except asyncio.TimeoutError:
+            pass

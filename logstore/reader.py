@@ -43,12 +43,15 @@ class LogReader:
         self._meta_read_at = 0.0
         self._closed = False
         self._hub_seen = -1
+        self._registered = False
         cfg = handle.config
         self._poll = cfg["woodpecker.client.reader.storagePollInterval"]
         self._meta_poll = cfg["woodpecker.client.reader.metaPollInterval"]
 
     async def _start(self) -> None:
         h = self._h
+        h.hub.reader_opened()
+        self._registered = True
         await self._refresh_meta()
         t = await h.truncated_id()
         start = self._start_at
@@ -153,6 +156,13 @@ class LogReader:
 
     async def close(self) -> None:
         self._closed = True
+        if self._registered:
+            self._registered = False
+            self._h.hub.reader_closed()
+
+    def __del__(self) -> None:
+        if getattr(self, "_registered", False):
+            self._h.hub.reader_closed()
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
