@@ -30,7 +30,7 @@ class Client:
     def __init__(self, config: Config | Mapping[str, Any]) -> None:
         self.config = config if isinstance(config, Config) else Config.from_dict(config)
         self.meta = MetaStore(self.config)
-        self.backend: Backend = open_backend(self.config)
+        self.backend: Backend = open_backend(self.config, self.meta)
         self._hubs: dict[int, TailHub] = {}
         self._open = False
 

@@ -247,6 +247,19 @@ class BlockBuilder:
         self.payload_bytes += len(payload)
         return size
 
+    def add_raw(self, layout: bytes) -> int:
+        """Frame an entry already encoded as ``LogMessageLayout`` bytes (service mode)."""
+        tl = _TL.pack(RecordType.DATA, len(layout))
+        head = struct.pack("<I", zlib.crc32(layout, zlib.crc32(tl))) + tl
+        self.crc = zlib.crc32(layout, zlib.crc32(head, self.crc))
+        self.pieces.append(head)
+        self.pieces.append(layout)
+        size = RECORD_HEADER_SIZE + len(layout)
+        self.length += size
+        self.count += 1
+        self.payload_bytes += len(layout)
+        return size
+
     def header(self, block_number: int, first_entry_id: int) -> BlockHeader:
         return BlockHeader(block_number, first_entry_id, first_entry_id + self.count - 1, self.length, self.crc)
 

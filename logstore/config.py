@@ -24,7 +24,7 @@ from .errors import ConfigError
 @dataclass(frozen=True)
 class Setting:
     key: str
-    type: str  # str | int | bool | size | duration | list[str] | enum
+    type: str  # str | int | float | bool | size | duration | list[str] | enum
     default: Any
     doc: str
     unit: str = ""  # for duration ints: "ms" or "s"
@@ -80,6 +80,41 @@ SETTINGS: tuple[Setting, ...] = (
             "object storage: target size of a merged m_k.blk object", minimum=1),
     Setting("woodpecker.logstore.segmentCompactionPolicy.enabled", "bool", True,
             "object storage: compact completed segments into m_k.blk objects"),
+    Setting("woodpecker.logstore.segmentSyncPolicy.maxIntervalForService", "duration", 0.001,
+            "service mode: longest an entry waits on a LogStore before its block is synced", unit="ms", minimum=0.0),
+    # service mode: the LogStore server
+    Setting("woodpecker.logstore.host", "str", "0.0.0.0", "LogStore: address the gRPC server binds"),
+    Setting("woodpecker.logstore.port", "int", 18080, "LogStore: gRPC port", minimum=1),
+    Setting("woodpecker.logstore.advertiseAddress", "str", "",
+            "LogStore: host:port clients use (empty: host:port, with the pod/host name for 0.0.0.0)"),
+    Setting("woodpecker.logstore.httpPort", "int", 9091, "LogStore: /healthz, /readyz and /metrics port", minimum=0),
+    Setting("woodpecker.logstore.nodeId", "str", "", "LogStore: node id (empty: derived from the advertised address)"),
+    Setting("woodpecker.logstore.zone", "str", "", "LogStore: availability zone, for zone-spread ensembles"),
+    Setting("woodpecker.logstore.registrationTTL", "duration", 10.0,
+            "LogStore: lease TTL of its registration in etcd", unit="s", minimum=1.0),
+    Setting("woodpecker.logstore.disk.maxBytes", "size", 0,
+            "LogStore: budget for staged data (0: the file system's size)", minimum=0),
+    Setting("woodpecker.logstore.disk.softLimit", "float", 0.85,
+            "LogStore: above this fraction of the budget, appends get a retriable push-back", minimum=0.0),
+    Setting("woodpecker.logstore.disk.hardLimit", "float", 0.95,
+            "LogStore: above this fraction of the budget, appends are rejected", minimum=0.0),
+    Setting("woodpecker.logstore.tls.enabled", "bool", False, "TLS on the LogStore gRPC port"),
+    Setting("woodpecker.logstore.tls.certFile", "str", "", "LogStore server certificate (PEM)"),
+    Setting("woodpecker.logstore.tls.keyFile", "str", "", "LogStore server private key (PEM)"),
+    Setting("woodpecker.logstore.tls.caFile", "str", "",
+            "CA bundle: clients verify the server with it; the server verifies client certificates with it"),
+    Setting("woodpecker.logstore.tls.requireClientCert", "bool", False, "LogStore demands client certificates"),
+    Setting("woodpecker.logstore.tls.clientCertFile", "str", "", "client certificate for LogStores that demand one"),
+    Setting("woodpecker.logstore.tls.clientKeyFile", "str", "", "client private key"),
+    Setting("woodpecker.logstore.tls.serverName", "str", "", "name to verify in the server certificate (empty: host)"),
+    # service mode: the client's quorum
+    Setting("woodpecker.client.quorum.ensembleSize", "int", 3, "service mode: LogStores holding a segment", minimum=1),
+    Setting("woodpecker.client.quorum.writeQuorum", "int", 3, "service mode: LogStores each entry is sent to", minimum=1),
+    Setting("woodpecker.client.quorum.ackQuorum", "int", 2, "service mode: durable copies before an ack", minimum=1),
+    Setting("woodpecker.client.quorum.strategy", "enum", "random", "service mode: ensemble choice",
+            choices=("random", "zone-spread")),
+    Setting("woodpecker.client.quorum.requestTimeout", "duration", 5.0,
+            "service mode: how long an append waits for its quorum before failing", unit="s", minimum=0.01),
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -147,6 +182,13 @@ def _coerce(s: Setting, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{k}: expected true or false, got {value!r}")
         out = value
+    elif s.type == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{k}: expected a number, got {value!r}") from None
+        out = float(value)
     elif s.type == "size":
         out = parse_size(value, k)
     elif s.type == "duration":

@@ -4,6 +4,7 @@ and complete, compact, delete) lives here so the writer, the reader and GC
 share one implementation."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -101,7 +102,8 @@ class LogHandle:
         out = []
         for v in await self.meta.segments(self.name):
             m = v.value
-            last = m.last_entry_id if m.state != SegmentState.ACTIVE else await self.backend.last_entry(self.log_id, m.seg_no)
+            last = m.last_entry_id if m.state != SegmentState.ACTIVE else await self.backend.last_entry(
+                self.log_id, m.seg_no, quorum=m.quorum)
             out.append(SegmentInfo(m.seg_no, _STATE_NAMES.get(m.state, str(m.state)), 0 if last >= 0 else None,
                                    last if last >= 0 else None, m.size, m.create_time))
         return out
@@ -116,7 +118,8 @@ class LogHandle:
         """The last durable entry of the log, or None when it holds none."""
         for v in reversed(await self.meta.segments(self.name)):
             m = v.value
-            last = m.last_entry_id if m.state != SegmentState.ACTIVE else await self.backend.last_entry(self.log_id, m.seg_no)
+            last = m.last_entry_id if m.state != SegmentState.ACTIVE else await self.backend.last_entry(
+                self.log_id, m.seg_no, quorum=m.quorum)
             if last >= 0:
                 return MessageId(m.seg_no, last)
         return None
@@ -132,7 +135,8 @@ class LogHandle:
         if seg is None:
             raise InvalidArgumentError(f"log {self.name!r} has no segment {message_id.segment_id} "
                                        f"(segments: {sorted(segs)})")
-        last = seg.last_entry_id if seg.state != SegmentState.ACTIVE else await self.backend.last_entry(self.log_id, seg.seg_no)
+        last = seg.last_entry_id if seg.state != SegmentState.ACTIVE else await self.backend.last_entry(
+            self.log_id, seg.seg_no, quorum=seg.quorum)
         if message_id.entry_id > last:
             raise InvalidArgumentError(f"log {self.name!r}: {message_id} is beyond the last entry of segment "
                                        f"{seg.seg_no} ({seg.seg_no}:{last})")
@@ -186,6 +190,7 @@ class LogHandle:
         versions = await self.meta.segments(self.name)
         doomed = [v.value.seg_no for v in versions if self._below(v.value, t)]
         known = {v.value.seg_no for v in versions}
+        quorums = {v.value.seg_no: v.value.quorum for v in versions}
         newest = max(known) if known else -1
         # stored segments whose metadata is already gone (an interrupted earlier run)
         leftovers = [s for s in await self.backend.segment_ids(self.log_id)
@@ -194,7 +199,7 @@ class LogHandle:
             if dry_run:
                 n, b = await self._stored_size(seg_id)
             else:
-                n, b = await self.backend.delete_segment(self.log_id, seg_id)
+                n, b = await self.backend.delete_segment(self.log_id, seg_id, quorum=quorums.get(seg_id))
                 if seg_id in known:
                     await self.meta.delete_segment(self.name, seg_id)
             report.segments.append(seg_id)
@@ -209,14 +214,15 @@ class LogHandle:
             d = b.root / str(self.log_id) / str(seg_id)  # type: ignore[attr-defined]
             files = [d / n for n in os.listdir(d)] if d.exists() else []
             return len(files), sum(f.stat().st_size for f in files)
-        objs = await b.s3.list(b.key(self.log_id, seg_id, ""))  # type: ignore[attr-defined]
+        objects = getattr(b, "objects", b)  # service mode keeps sealed data in its object backend
+        objs = await objects.s3.list(objects.key(self.log_id, seg_id, ""))  # type: ignore[attr-defined]
         return len(objs), sum(o.size for o in objs)
 
     # -- segment bookkeeping shared by writer and GC ------------------------------
     async def complete_segment(self, v: Versioned[SegmentMetadata]) -> None:
         """Fence an Active segment in storage, then record it Completed."""
         seg_id = v.value.seg_no
-        rec = await self.backend.fence_and_recover(self.log_id, seg_id)
+        rec = await self.backend.fence_and_recover(self.log_id, seg_id, quorum=v.value.quorum)
         for _ in range(20):
             cur = await self.meta.get_segment(self.name, seg_id)
             if cur is None or cur.value.state != SegmentState.ACTIVE:
@@ -231,26 +237,40 @@ class LogHandle:
             except ConcurrentUpdateError:
                 continue
 
-    async def compact_segment(self, seg_id: int) -> None:
-        """Merge a completed object-storage segment and record it Sealed."""
-        try:
-            size = await self.backend.compact(self.log_id, seg_id,
-                                              self.config["woodpecker.logstore.segmentCompactionPolicy.maxBytes"])
-            if size is None:
+    async def compact_segment(self, seg_id: int, attempts: int = 5) -> None:
+        """Merge a completed segment into object storage and record it Sealed;
+        retried with back-off, then left for the next writer or GC run."""
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            if await self._compact_once(seg_id, last_try=attempt == attempts):
                 return
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    async def _compact_once(self, seg_id: int, last_try: bool) -> bool:
+        try:
+            seg = await self.meta.get_segment(self.name, seg_id)
+            size = await self.backend.compact(self.log_id, seg_id,
+                                              self.config["woodpecker.logstore.segmentCompactionPolicy.maxBytes"],
+                                              quorum=seg.value.quorum if seg else None)
+            if size is None:
+                return True
             for _ in range(20):
                 cur = await self.meta.get_segment(self.name, seg_id)
                 if cur is None or cur.value.state != SegmentState.COMPLETED:
-                    return
+                    return True
                 m = cur.value
                 m.state, m.size, m.sealed_time = SegmentState.SEALED, size, _now_ms()
                 try:
                     await self.meta.update_segment(self.name, m, cur.mod_revision)
-                    return
+                    return True
                 except ConcurrentUpdateError:
                     continue
+            return True
         except LogNotFoundError:
-            return
-        except Exception as e:  # noqa: BLE001 - compaction is retried by the next writer; never fails a write
-            log.warning("compaction of %s/%s failed (will be retried): %r", self.name, seg_id, e)
+            return True
+        except Exception as e:  # noqa: BLE001 - compaction is retried; it never fails a write
+            log.warning("compaction of %s/%s failed%s: %r", self.name, seg_id,
+                        " (left for the next writer)" if last_try else ", retrying", e)
+            return False
 

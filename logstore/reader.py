@@ -117,7 +117,14 @@ class LogReader:
             # collected below the watermark, or never existed: go to the next one
             self._move_to(min(s for s in self._segs if s > self._seg), 0)
             return True
-        res = await h.backend.scan(h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES)
+        meta = self._segs.get(self._seg)
+        if meta is None and h.backend.kind == "service":
+            await self._maybe_refresh(force=False)  # its LogStores are only known from metadata
+            meta = self._segs.get(self._seg)
+            if meta is None:
+                return False
+        res = await h.backend.scan(h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES,
+                                   quorum=meta.quorum if meta else None)
         self._cursor = res.cursor
         for blk in res.blocks:
             hdr = blk.header
@@ -138,14 +145,15 @@ class LogReader:
         return False
 
     def _new_cursor(self) -> Any:
-        cur = None
-        if self._h.backend.kind == "local":
+        kind = self._h.backend.kind
+        if kind == "local":
             from .storage.local import LocalCursor
-            cur = LocalCursor(next_entry=self._entry)
-        else:
-            from .storage.objects import ObjectCursor
-            cur = ObjectCursor(next_entry=self._entry)
-        return cur
+            return LocalCursor(next_entry=self._entry)
+        if kind == "service":
+            from .storage.service import ServiceCursor
+            return ServiceCursor(next_entry=self._entry)
+        from .storage.objects import ObjectCursor
+        return ObjectCursor(next_entry=self._entry)
 
     def _move_to(self, seg: int, entry: int) -> None:
         self._seg, self._entry, self._cursor = seg, entry, None

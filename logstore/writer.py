@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .codec import BlockBuilder, BlockHeader
-from .errors import (ConcurrentUpdateError, InvalidArgumentError, LogstoreError, StorageError,
-                     WriterClosedError, WriterFencedError)
+from .errors import (ConcurrentUpdateError, InvalidArgumentError, LogstoreError, QuorumUnavailableError,
+                     StorageError, WriterClosedError, WriterFencedError)
 from .hub import PublishedBlock
 from .ids import MessageId
-from .proto import SegmentMetadata, SegmentState
+from .proto import QuorumInfo, SegmentMetadata, SegmentState
 from .storage import BlockRef, SegmentWriter
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ class _Segment:
     id: int
     store: SegmentWriter
     rev: int
+    quorum: QuorumInfo | None = None
+    broken: bool = False  # a block failed for lack of quorum: seal it and move on
     created: float = field(default_factory=time.monotonic)
     blocks: list[BlockRef] = field(default_factory=list)
     next_block: int = 0
@@ -84,7 +86,9 @@ class LogWriter:
         roll = "woodpecker.client.segmentRollingPolicy."
         self._local = handle.backend.kind == "local"
         self._block_limit = cfg[sync + ("maxBytes" if self._local else "maxFlushSize")]
-        self._max_wait = cfg[sync + ("maxIntervalForLocalStorage" if self._local else "maxInterval")]
+        kind = handle.backend.kind
+        self._max_wait = cfg[sync + {"local": "maxIntervalForLocalStorage", "service": "maxIntervalForService"}.get(
+            kind, "maxInterval")]
         self._max_bytes = cfg[sync + "maxBytes"]
         self._max_entries = cfg[sync + "maxEntries"]
         self._retries = cfg[sync + "maxFlushRetries"]
@@ -92,7 +96,8 @@ class LogWriter:
         self._roll_size = cfg[roll + "maxSize"]
         self._roll_age = cfg[roll + "maxInterval"]
         self._roll_blocks = cfg[roll + "maxBlocks"]
-        self._compact = (not self._local) and cfg["woodpecker.logstore.segmentCompactionPolicy.enabled"]
+        # service mode must compact: it is how segments reach object storage
+        self._compact = kind == "service" or (kind == "minio" and cfg["woodpecker.logstore.segmentCompactionPolicy.enabled"])
         self._compact_bytes = cfg["woodpecker.logstore.segmentCompactionPolicy.maxBytes"]
 
         self._seg: _Segment | None = None
@@ -122,11 +127,9 @@ class LogWriter:
                     await h.complete_segment(v)
             lm = await h.meta.require_log(h.name)
             next_id = max([v.value.seg_no + 1 for v in versions] + [lm.value.truncated_segment_id + 1, 0])
-            if await h.meta.create_segment(h.name, SegmentMetadata(seg_no=next_id, create_time=_now_ms())):
-                created = await h.meta.get_segment(h.name, next_id)
-                assert created is not None
-                store = await h.backend.create_segment(h.log_id, next_id)
-                self._seg = _Segment(next_id, store, created.mod_revision)
+            seg = await self._new_segment(next_id)
+            if seg is not None:
+                self._seg = seg
                 break
         else:
             raise ConcurrentUpdateError(f"log {h.name!r}: could not take over the log (segments kept changing)")
@@ -137,6 +140,18 @@ class LogWriter:
         h.hub.writers += 1
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"picchio-flush-{h.name}")
         self._acker = asyncio.create_task(self._ack_loop(), name=f"picchio-ack-{h.name}")
+
+    async def _new_segment(self, seg_id: int) -> _Segment | None:
+        """Create segment ``seg_id`` in metadata (create-only) and storage; None if
+        another writer created it first."""
+        h = self._h
+        quorum = await h.backend.choose_quorum()
+        if not await h.meta.create_segment(h.name, SegmentMetadata(seg_no=seg_id, create_time=_now_ms(), quorum=quorum)):
+            return None
+        created = await h.meta.get_segment(h.name, seg_id)
+        assert created is not None
+        store = await h.backend.create_segment(h.log_id, seg_id, quorum=quorum)
+        return _Segment(seg_id, store, created.mod_revision, quorum)
 
     def _spawn(self, coro) -> None:
         t = asyncio.create_task(coro)
@@ -220,12 +235,19 @@ class LogWriter:
                 batch = await self._next_batch()
                 if batch is None:
                     break
+                if seg.broken:
+                    try:
+                        seg = await self._replace_broken(seg)
+                    except QuorumUnavailableError as e:
+                        self._fail_batch(batch, e)  # this append fails fast; the next one tries again
+                        batch = None
+                        continue
                 seg = await self._maybe_roll(seg)
                 header = batch.builder.header(seg.next_block, seg.next_entry)
                 seg.next_block += 1
                 seg.next_entry += batch.builder.count
                 seg.size += batch.builder.length
-                task = asyncio.create_task(self._upload(seg, header, batch.builder.pieces))
+                task = asyncio.create_task(self._upload(seg, header, batch))
                 self._inflight.append((seg, header, batch, task))
                 batch = None
                 self._ack_wake.set()
@@ -243,21 +265,34 @@ class LogWriter:
             return seg
         await self._drain()
         await self._complete(seg)
-        h = self._h
-        next_id = seg.id + 1
-        if not await h.meta.create_segment(h.name, SegmentMetadata(seg_no=next_id, create_time=_now_ms())):
-            raise WriterFencedError(f"log {h.name!r}: segment {next_id} was created by another writer")
-        created = await h.meta.get_segment(h.name, next_id)
-        assert created is not None
-        store = await h.backend.create_segment(h.log_id, next_id)
-        self._seg = _Segment(next_id, store, created.mod_revision)
-        return self._seg
+        return await self._next_segment(seg)
 
-    async def _upload(self, seg: _Segment, header: BlockHeader, pieces: list) -> BlockRef:
+    async def _next_segment(self, seg: _Segment) -> _Segment:
+        new = await self._new_segment(seg.id + 1)
+        if new is None:
+            raise WriterFencedError(f"log {self._h.name!r}: segment {seg.id + 1} was created by another writer")
+        self._seg = new
+        return new
+
+    async def _replace_broken(self, seg: _Segment) -> _Segment:
+        """A block of ``seg`` could not reach its quorum: once the blocks in flight
+        are settled, seal ``seg`` at what its LogStores hold (fence + complete) and
+        continue on a new segment with a fresh ensemble."""
+        while self._inflight:
+            self._acked.clear()
+            await self._acked.wait()
+        h = self._h
+        await seg.store.close()
+        current = await h.meta.get_segment(h.name, seg.id)
+        if current is not None and current.value.state == SegmentState.ACTIVE:
+            await h.complete_segment(current)
+        return await self._next_segment(seg)
+
+    async def _upload(self, seg: _Segment, header: BlockHeader, batch: _Batch) -> BlockRef:
         delay = self._retry_interval
         for attempt in range(1, self._retries + 1):
             try:
-                return await seg.store.write_block(header, pieces)
+                return await seg.store.write_block(header, batch.builder.pieces, batch.entries)
             except (StorageError, OSError) as e:
                 if attempt == self._retries:
                     raise StorageError(f"block {seg.id}/{header.block_number} failed after {attempt} attempts: {e}") from e
@@ -278,6 +313,13 @@ class LogWriter:
             seg, header, batch, task = self._inflight[0]
             try:
                 ref = await task
+            except QuorumUnavailableError as e:
+                self._inflight.popleft()
+                seg.broken = True
+                self._fail_batch(batch, e)
+                self._acked.set()
+                self._wake.set()
+                continue
             except BaseException as e:  # noqa: BLE001
                 self._inflight.popleft()
                 self._fail(e, batch)
@@ -286,7 +328,12 @@ class LogWriter:
             if self._error is not None:
                 self._fail_batch(batch, self._error)
                 continue
+            if seg.broken:  # an earlier block of this segment failed: never ack out of order
+                self._fail_batch(batch, QuorumUnavailableError(f"segment {seg.id}: an earlier block lost its quorum"))
+                self._acked.set()
+                continue
             seg.blocks.append(ref)
+            seg.store.acked(ref.last_entry_id)
             for k, fut in enumerate(batch.futures):
                 if not fut.done():
                     fut.set_result(MessageId(seg.id, header.first_entry_id + k))
@@ -361,7 +408,7 @@ class LogWriter:
                 await self._flusher
             if self._acker is not None:
                 await self._acker
-            if self._error is None and self._seg is not None:
+            if self._error is None and self._seg is not None and not self._seg.broken:
                 await self._complete(self._seg)
             elif self._seg is not None:
                 await self._seg.store.close()

@@ -183,9 +183,9 @@ def _passthrough(group: str, head: list[str], rest: list[str]) -> int:
     if group == "operator":
         from picchio_operator.main import run
         return run(head + rest)
-    print("error: `picchio logstore serve` (service mode, QuorumBuffer) is not implemented in this version; "
-          "use woodpecker.storage.type local or minio (embedded mode)", file=sys.stderr)
-    return 2
+    from ..server.main import main as logstore_main
+    cfg = [a for i, a in enumerate(head) if a in ("--config", "-c") or i and head[i - 1] in ("--config", "-c")]
+    return logstore_main(rest + cfg if "serve" in rest and "--config" not in rest else rest)
 
 
 if __name__ == "__main__":

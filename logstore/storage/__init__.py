@@ -8,7 +8,7 @@ from ..config import Config
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 
 
-def open_backend(config: Config) -> Backend:
+def open_backend(config: Config, meta=None) -> Backend:
     kind = config.storage_type
     if kind == "local":
         from .local import LocalBackend
@@ -16,8 +16,11 @@ def open_backend(config: Config) -> Backend:
     if kind == "minio":
         from .objects import ObjectBackend
         return ObjectBackend(config)
+    if kind == "service":
+        from .service import ServiceBackend
+        return ServiceBackend(config, meta)
     from ..errors import ConfigError
-    raise ConfigError(f"woodpecker.storage.type: {kind!r} is not available in embedded mode yet (use local or minio)")
+    raise ConfigError(f"woodpecker.storage.type: unknown type {kind!r}")
 
 
 __all__ = ["Backend", "BlockRef", "Recovered", "ScanResult", "SegmentWriter", "open_backend"]

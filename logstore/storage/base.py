@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import BlockHeader, DecodedBlock, IndexRecord
+from ..proto import QuorumInfo
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,15 @@ class SegmentWriter(ABC):
     """The write side of one segment, owned by exactly one LogWriter."""
 
     @abstractmethod
-    async def write_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
         """Durably store one block (its header, then the data ``pieces`` framed by
         :class:`BlockBuilder`).  Returns only when the block is durable; raises
-        WriterFencedError if the segment was fenced."""
+        WriterFencedError if the segment was fenced.  ``entries`` are the
+        (payload, properties) pairs, for backends that ship entries, not blocks."""
+
+    def acked(self, lac: int) -> None:
+        """The writer acknowledged everything up to ``lac`` (service mode pushes it
+        to the LogStores so readers may see it)."""
 
     @abstractmethod
     async def finalize(self, blocks: list[BlockRef], lac: int) -> int:
@@ -80,30 +86,36 @@ class Backend(ABC):
     async def close(self) -> None:
         pass
 
+    async def choose_quorum(self) -> QuorumInfo:
+        """The replicas a new segment will live on (embedded: the fixed local quorum)."""
+        return QuorumInfo()
+
     @abstractmethod
-    async def create_segment(self, log_id: int, seg_id: int) -> SegmentWriter:
+    async def create_segment(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> SegmentWriter:
         """A writer for a new, empty segment (Active in metadata already)."""
 
     @abstractmethod
-    async def fence_and_recover(self, log_id: int, seg_id: int) -> Recovered:
+    async def fence_and_recover(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> Recovered:
         """Stop any other writer of this segment, find its durable blocks and
         make sure it has a footer.  Idempotent; safe to run concurrently."""
 
     @abstractmethod
-    async def scan(self, log_id: int, seg_id: int, cursor: Any, max_bytes: int) -> ScanResult:
+    async def scan(self, log_id: int, seg_id: int, cursor: Any, max_bytes: int,
+                   quorum: QuorumInfo | None = None) -> ScanResult:
         """Blocks from ``cursor`` (None = start) up to about ``max_bytes``."""
 
     @abstractmethod
-    async def last_entry(self, log_id: int, seg_id: int) -> int:
+    async def last_entry(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> int:
         """The last durable entry id of a segment (−1 if none), without fencing."""
 
     @abstractmethod
-    async def compact(self, log_id: int, seg_id: int, target_bytes: int) -> int | None:
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int,
+                      quorum: QuorumInfo | None = None) -> int | None:
         """Merge a finalized segment into larger objects; returns the new size or
         None when the backend does not compact."""
 
     @abstractmethod
-    async def delete_segment(self, log_id: int, seg_id: int) -> tuple[int, int]:
+    async def delete_segment(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> tuple[int, int]:
         """Delete every stored byte of a segment → (objects or files, bytes)."""
 
     @abstractmethod

@@ -160,7 +160,7 @@ class LocalSegmentWriter(SegmentWriter):
         finally:
             self.lock.release()
 
-    async def write_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
         return await asyncio.to_thread(self._write_block, header, pieces)
 
     def _finalize(self, blocks: list[BlockRef], lac: int) -> int:
@@ -215,7 +215,7 @@ class LocalBackend(Backend):
         except OSError as e:
             raise StorageError(f"cannot create storage root {self.root}: {e}") from e
 
-    async def create_segment(self, log_id: int, seg_id: int) -> SegmentWriter:
+    async def create_segment(self, log_id: int, seg_id: int, quorum=None) -> SegmentWriter:
         paths = self._paths(log_id, seg_id)
 
         def make() -> LocalSegmentWriter:
@@ -317,7 +317,7 @@ class LocalBackend(Backend):
             off = b.end
         return blocks, off
 
-    async def fence_and_recover(self, log_id: int, seg_id: int) -> Recovered:
+    async def fence_and_recover(self, log_id: int, seg_id: int, quorum=None) -> Recovered:
         return await asyncio.to_thread(self._recover, log_id, seg_id)
 
     def _last_entry(self, log_id: int, seg_id: int) -> int:
@@ -348,7 +348,7 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
 
-    async def last_entry(self, log_id: int, seg_id: int) -> int:
+    async def last_entry(self, log_id: int, seg_id: int, quorum=None) -> int:
         return await asyncio.to_thread(self._last_entry, log_id, seg_id)
 
     # -- reading ---------------------------------------------------------------
@@ -441,10 +441,10 @@ class LocalBackend(Backend):
             cur.offset += len(raw)
         return ScanResult(out, cur, False, -1)
 
-    async def scan(self, log_id: int, seg_id: int, cursor, max_bytes: int) -> ScanResult:
+    async def scan(self, log_id: int, seg_id: int, cursor, max_bytes: int, quorum=None) -> ScanResult:
         return await asyncio.to_thread(self._scan, log_id, seg_id, cursor, max_bytes)
 
-    async def compact(self, log_id: int, seg_id: int, target_bytes: int) -> int | None:
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum=None) -> int | None:
         return None  # Woodpecker keeps local segments as they are
 
     # -- deletion --------------------------------------------------------------
@@ -465,7 +465,7 @@ class LocalBackend(Backend):
             _fsync_dir(path.parent)
         return files, nbytes
 
-    async def delete_segment(self, log_id: int, seg_id: int) -> tuple[int, int]:
+    async def delete_segment(self, log_id: int, seg_id: int, quorum=None) -> tuple[int, int]:
         return await asyncio.to_thread(self._rm, self._paths(log_id, seg_id).dir)
 
     async def delete_log(self, log_id: int) -> tuple[int, int]:

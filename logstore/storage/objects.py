@@ -40,7 +40,7 @@ class ObjectSegmentWriter(SegmentWriter):
     def parallel(self) -> int:
         return self._parallel
 
-    async def write_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
         head = HeaderRecord(header.first_entry_id).encode() if header.block_number == 0 else b""
         body = b"".join([head, header.encode(), *pieces])
         key = self.b.key(self.log_id, self.seg_id, f"{header.block_number}.blk")
@@ -92,7 +92,7 @@ class ObjectBackend(Backend):
     async def close(self) -> None:
         await self.s3.close()
 
-    async def create_segment(self, log_id: int, seg_id: int) -> SegmentWriter:
+    async def create_segment(self, log_id: int, seg_id: int, quorum=None) -> SegmentWriter:
         return ObjectSegmentWriter(self, log_id, seg_id, self.parallel)
 
     # -- footer ----------------------------------------------------------------
@@ -153,7 +153,7 @@ class ObjectBackend(Backend):
                 blocks.append(BlockRef(n, h.first_entry_id, h.last_entry_id, size))
                 n += 1
 
-    async def fence_and_recover(self, log_id: int, seg_id: int) -> Recovered:
+    async def fence_and_recover(self, log_id: int, seg_id: int, quorum=None) -> Recovered:
         for _ in range(100):
             found = await self.read_footer(log_id, seg_id)
             if found is not None:
@@ -173,7 +173,7 @@ class ObjectBackend(Backend):
             return Recovered(blocks, last, size, False)
         raise StorageError(f"could not fence segment {log_id}/{seg_id}: another writer kept adding blocks")
 
-    async def last_entry(self, log_id: int, seg_id: int) -> int:
+    async def last_entry(self, log_id: int, seg_id: int, quorum=None) -> int:
         found = await self.read_footer(log_id, seg_id)
         if found is not None:
             footer, index = found
@@ -196,7 +196,8 @@ class ObjectBackend(Backend):
                                   segment=seg_id, block=name)
         return b
 
-    async def scan(self, log_id: int, seg_id: int, cursor: ObjectCursor | None, max_bytes: int) -> ScanResult:
+    async def scan(self, log_id: int, seg_id: int, cursor: ObjectCursor | None, max_bytes: int,
+                   quorum=None) -> ScanResult:
         cur = cursor or ObjectCursor()
         if cur.index is None and not cur.footer_checked:
             cur.footer_checked = True
@@ -253,7 +254,7 @@ class ObjectBackend(Backend):
         return ScanResult(list(blocks), cur, done, cur.lac)
 
     # -- compaction --------------------------------------------------------------
-    async def compact(self, log_id: int, seg_id: int, target_bytes: int) -> int | None:
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum=None) -> int | None:
         found = await self.read_footer(log_id, seg_id)
         if found is None:
             raise StorageError(f"segment {log_id}/{seg_id} has no footer: complete it before compacting")
@@ -291,7 +292,7 @@ class ObjectBackend(Backend):
         await self.s3.delete_many([o.key for o in objs])
         return len(objs), sum(o.size for o in objs)
 
-    async def delete_segment(self, log_id: int, seg_id: int) -> tuple[int, int]:
+    async def delete_segment(self, log_id: int, seg_id: int, quorum=None) -> tuple[int, int]:
         return await self._delete_prefix(self.key(log_id, seg_id, ""))
 
     async def delete_log(self, log_id: int) -> tuple[int, int]:

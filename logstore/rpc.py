@@ -1,0 +1,317 @@
+"""Messages of Woodpecker's gRPC service ``woodpecker.proto.logstore.LogStore``
+(shared/woodpecker-format.md §6): same service, RPC and field names and
+numbers, encoded by a small declarative proto3 codec — no generated code.
+
+Each message is a dataclass with ``FIELDS = ((number, attribute, kind), …)``;
+kinds: ``int64 int32 uint32 bool string bytes double``, ``msg:Name`` for a
+nested message, ``rep:<kind>`` for repeated fields, ``map`` for
+map<string,string>.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .proto import _key, _read_varint, _signed, fields as split_fields, varint
+
+SERVICE = "woodpecker.proto.logstore.LogStore"
+
+_LEN, _VARINT, _I64 = 2, 0, 1
+_REGISTRY: dict[str, type["Msg"]] = {}
+
+
+def _enc_scalar(kind: str, v: Any) -> tuple[int, bytes]:
+    if kind in ("int64", "int32", "uint32"):
+        return _VARINT, varint(int(v))
+    if kind == "bool":
+        return _VARINT, b"\x01" if v else b"\x00"
+    if kind == "string":
+        b = v.encode()
+        return _LEN, varint(len(b)) + b
+    if kind == "bytes":
+        return _LEN, varint(len(v)) + bytes(v)
+    if kind == "double":
+        return _I64, struct.pack("<d", v)
+    if kind.startswith("msg:"):
+        b = v.encode()
+        return _LEN, varint(len(b)) + b
+    raise AssertionError(kind)
+
+
+def _zero(kind: str, v: Any) -> bool:
+    return v is None or (not kind.startswith("msg:") and not v)
+
+
+def _dec_scalar(kind: str, raw: Any) -> Any:
+    if kind == "int64":
+        return _signed(raw)
+    if kind == "int32":
+        v = _signed(raw)
+        return v - (1 << 32) if v >= 1 << 31 else v
+    if kind == "uint32":
+        return raw & 0xFFFFFFFF
+    if kind == "bool":
+        return bool(raw)
+    if kind == "string":
+        return raw.decode()
+    if kind == "bytes":
+        return raw
+    if kind == "double":
+        return struct.unpack("<d", struct.pack("<Q", raw))[0]
+    if kind.startswith("msg:"):
+        return _REGISTRY[kind[4:]].decode(raw)
+    raise AssertionError(kind)
+
+
+class Msg:
+    FIELDS: ClassVar[tuple[tuple[int, str, str], ...]] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.__name__] = cls
+
+    def encode(self) -> bytes:
+        out = []
+        for num, attr, kind in self.FIELDS:
+            v = getattr(self, attr)
+            if kind == "map":
+                for k in sorted(v or {}):
+                    entry = _enc_field(1, "string", k) + _enc_field(2, "string", v[k])
+                    out.append(_key(num, _LEN) + varint(len(entry)) + entry)
+            elif kind.startswith("rep:"):
+                inner = kind[4:]
+                if inner in ("int64", "int32", "uint32") and v:  # packed
+                    body = b"".join(varint(int(x)) for x in v)
+                    out.append(_key(num, _LEN) + varint(len(body)) + body)
+                else:
+                    out += [_enc_field(num, inner, x) for x in v or ()]
+            elif not _zero(kind, v):
+                out.append(_enc_field(num, kind, v))
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Any:
+        spec = {num: (attr, kind) for num, attr, kind in cls.FIELDS}
+        obj = cls()
+        for num, wt, raw in split_fields(data):
+            if num not in spec:
+                continue
+            attr, kind = spec[num]
+            if kind == "map":
+                kv = {n: v for n, _, v in split_fields(raw)}
+                getattr(obj, attr)[kv.get(1, b"").decode()] = kv.get(2, b"").decode()
+            elif kind.startswith("rep:"):
+                inner = kind[4:]
+                if inner in ("int64", "int32", "uint32") and wt == _LEN:
+                    i, vals = 0, []
+                    while i < len(raw):
+                        x, i = _read_varint(raw, i)
+                        vals.append(_dec_scalar(inner, x))
+                    getattr(obj, attr).extend(vals)
+                else:
+                    getattr(obj, attr).append(_dec_scalar(inner, raw))
+            else:
+                setattr(obj, attr, _dec_scalar(kind, raw))
+        return obj
+
+
+def _enc_field(num: int, kind: str, v: Any) -> bytes:
+    wt, body = _enc_scalar(kind, v)
+    return _key(num, wt) + body
+
+
+# -- shared ------------------------------------------------------------------------
+@dataclass
+class Status(Msg):
+    reason: str = ""
+    code: int = 0
+    retriable: bool = False
+    detail: str = ""
+    extra_info: dict = field(default_factory=dict)
+    FIELDS = ((1, "reason", "string"), (2, "code", "int32"), (3, "retriable", "bool"), (4, "detail", "string"),
+              (5, "extra_info", "map"))
+
+
+@dataclass
+class LogEntry(Msg):
+    segId: int = 0
+    entryId: int = 0
+    values: bytes = b""
+    FIELDS = ((1, "segId", "int64"), (2, "entryId", "int64"), (3, "values", "bytes"))
+
+
+@dataclass
+class LastReadState(Msg):
+    segment_id: int = 0
+    flags: int = 0
+    version: int = 0
+    last_block_id: int = 0
+    block_offset: int = 0
+    block_size: int = 0
+    node: str = ""
+    FIELDS = ((1, "segment_id", "int64"), (2, "flags", "uint32"), (3, "version", "uint32"), (4, "last_block_id", "int32"),
+              (5, "block_offset", "int64"), (6, "block_size", "uint32"), (7, "node", "string"))
+
+
+@dataclass
+class BatchReadResult(Msg):
+    entries: list = field(default_factory=list)
+    lastReadState: LastReadState | None = None
+    FIELDS = ((1, "entries", "rep:msg:LogEntry"), (2, "lastReadState", "msg:LastReadState"))
+
+
+@dataclass
+class SegmentMetadataMsg(Msg):
+    """meta.SegmentMetadata as carried by CompactSegment's response (fields 4, 7, 8 used)."""
+    segNo: int = 0
+    createTime: int = 0
+    state: int = 0
+    completionTime: int = 0
+    lastEntryId: int = 0
+    size: int = 0
+    sealedTime: int = 0
+    FIELDS = ((1, "segNo", "int64"), (2, "createTime", "int64"), (4, "state", "int32"), (5, "completionTime", "int64"),
+              (6, "lastEntryId", "int64"), (7, "size", "int64"), (8, "sealedTime", "int64"))
+
+
+_BASE = ((1, "bucket_name", "string"), (2, "root_path", "string"), (3, "log_id", "int64"))
+_SEG = _BASE + ((4, "segment_id", "int64"),)
+
+
+@dataclass
+class SegReq(Msg):
+    bucket_name: str = ""
+    root_path: str = ""
+    log_id: int = 0
+    segment_id: int = 0
+
+
+# -- requests / responses -------------------------------------------------------------
+class AddEntryState:
+    BUFFERED, SYNCED, FAILED = 0, 1, 2
+
+
+@dataclass
+class AddEntriesRequest(Msg):
+    bucket_name: str = ""
+    root_path: str = ""
+    log_id: int = 0
+    entries: list = field(default_factory=list)
+    FIELDS = _BASE + ((4, "entries", "rep:msg:LogEntry"),)
+
+
+@dataclass
+class AddEntriesResponse(Msg):
+    status: Status | None = None
+    entry_id: list = field(default_factory=list)
+    state: int = 0
+    FIELDS = ((1, "status", "msg:Status"), (2, "entry_id", "rep:int64"), (3, "state", "int32"))
+
+
+@dataclass
+class GetBatchEntriesAdvRequest(SegReq):
+    from_entry_id: int = 0
+    max_entries: int = 0
+    last_read_state: LastReadState | None = None
+    FIELDS = _SEG + ((5, "from_entry_id", "int64"), (6, "max_entries", "int64"), (7, "last_read_state", "msg:LastReadState"))
+
+
+@dataclass
+class GetBatchEntriesAdvResponse(Msg):
+    status: Status | None = None
+    result: BatchReadResult | None = None
+    FIELDS = ((1, "status", "msg:Status"), (2, "result", "msg:BatchReadResult"))
+
+
+@dataclass
+class FenceSegmentRequest(SegReq):
+    FIELDS = _SEG
+
+
+@dataclass
+class LastEntryResponse(Msg):
+    """FenceSegment / CompleteSegment / GetSegmentLastAddConfirmed responses."""
+    status: Status | None = None
+    last_entry_id: int = 0
+    FIELDS = ((1, "status", "msg:Status"), (2, "last_entry_id", "int64"))
+
+
+@dataclass
+class CompleteSegmentRequest(SegReq):
+    last_add_confirmed: int = 0
+    FIELDS = _SEG + ((5, "last_add_confirmed", "int64"),)
+
+
+@dataclass
+class UpdateLastAddConfirmedRequest(SegReq):
+    last_add_confirmed: int = 0
+    FIELDS = _SEG + ((5, "last_add_confirmed", "int64"),)
+
+
+@dataclass
+class CompactSegmentRequest(SegReq):
+    FIELDS = _SEG
+
+
+@dataclass
+class CompactSegmentResponse(Msg):
+    status: Status | None = None
+    metadata: SegmentMetadataMsg | None = None
+    FIELDS = ((1, "status", "msg:Status"), (2, "metadata", "msg:SegmentMetadataMsg"))
+
+
+@dataclass
+class GetSegmentLastAddConfirmedRequest(SegReq):
+    FIELDS = _SEG
+
+
+@dataclass
+class CleanSegmentRequest(SegReq):
+    flag: int = 0
+    FIELDS = _SEG + ((5, "flag", "int32"),)
+
+
+@dataclass
+class MarkLogDeletedRequest(Msg):
+    bucket_name: str = ""
+    root_path: str = ""
+    log_id: int = 0
+    FIELDS = _BASE
+
+
+@dataclass
+class StatusOnly(Msg):
+    status: Status | None = None
+    FIELDS = ((1, "status", "msg:Status"),)
+
+
+# RPC name → (request type, response type, server-streaming?)
+METHODS: dict[str, tuple[type[Msg], type[Msg], bool]] = {
+    "AddEntries": (AddEntriesRequest, AddEntriesResponse, True),
+    "GetBatchEntriesAdv": (GetBatchEntriesAdvRequest, GetBatchEntriesAdvResponse, False),
+    "FenceSegment": (FenceSegmentRequest, LastEntryResponse, False),
+    "CompleteSegment": (CompleteSegmentRequest, LastEntryResponse, False),
+    "CompactSegment": (CompactSegmentRequest, CompactSegmentResponse, False),
+    "GetSegmentLastAddConfirmed": (GetSegmentLastAddConfirmedRequest, LastEntryResponse, False),
+    "UpdateLastAddConfirmed": (UpdateLastAddConfirmedRequest, StatusOnly, False),
+    "CleanSegment": (CleanSegmentRequest, StatusOnly, False),
+    "MarkLogDeleted": (MarkLogDeletedRequest, StatusOnly, False),
+}
+
+
+class Code:
+    """Status codes of this implementation (0 = OK)."""
+    OK = 0
+    FENCED = 1001
+    NOT_FOUND = 1002
+    OUT_OF_ORDER = 1003
+    DISK_SOFT_LIMIT = 1004
+    DISK_FULL = 1005
+    COMPLETED = 1006
+    INVALID = 1007
+    INTERNAL = 1008
+    STORAGE = 1009
+
+
+

@@ -1,0 +1,235 @@
+"""The gRPC LogStore service: Woodpecker's service and method names, our
+hand-encoded messages (``logstore.rpc``), one :class:`StagedSegment` per
+(bucket, rootPath, log, segment).  Errors travel in ``Status`` (code, reason,
+retriable) as in Woodpecker; the transport only fails when the process does."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from ..codec import FLAG_COMPACTED, merge_blocks
+from ..config import Config
+from ..errors import LogstoreError
+from ..rpc import (METHODS, SERVICE, AddEntriesResponse, AddEntryState, BatchReadResult, Code,
+                   CompactSegmentResponse, GetBatchEntriesAdvResponse, LastEntryResponse, LastReadState, LogEntry,
+                   SegmentMetadataMsg, Status, StatusOnly)
+from ..storage.base import BlockRef
+from .metrics import Metrics
+from .staged import StagedError, StagedSegment
+
+log = logging.getLogger(__name__)
+_Key = tuple[str, str, int, int]
+
+
+def _ok() -> Status:
+    return Status(reason="ok", code=Code.OK)
+
+
+def _err(e: BaseException) -> Status:
+    if isinstance(e, StagedError):
+        return Status(reason=str(e), code=e.code, retriable=e.retriable)
+    return Status(reason=f"{type(e).__name__}: {e}", code=Code.INTERNAL, retriable=True)
+
+
+class LogStoreService:
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.root = Path(config["woodpecker.storage.rootPath"])
+        self.sync_wait = config["woodpecker.logstore.segmentSyncPolicy.maxIntervalForService"]
+        self.segments: dict[_Key, StagedSegment] = {}
+        self._objects: dict[tuple[str, str], Any] = {}
+        self.max_bytes = config["woodpecker.logstore.disk.maxBytes"]
+        self.soft, self.hard = config["woodpecker.logstore.disk.softLimit"], config["woodpecker.logstore.disk.hardLimit"]
+
+    # -- segments ------------------------------------------------------------------------
+    def _dir(self, k: _Key) -> Path:
+        bucket, root, log_id, seg_id = k
+        return self.root / bucket / root / str(log_id) / str(seg_id)
+
+    def segment(self, k: _Key) -> StagedSegment:
+        s = self.segments.get(k)
+        if s is None:
+            s = self.segments[k] = StagedSegment.open(self._dir(k), k[2], k[3], self.sync_wait)
+        return s
+
+    def known(self, k: _Key) -> bool:
+        return k in self.segments or self._dir(k).exists()
+
+    # -- disk watermarks -------------------------------------------------------------------
+    def disk_usage(self) -> float:
+        """Fraction of the staging budget in use (the larger of the file system's
+        fill level and our bytes over disk.maxBytes)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self.root)
+        fs = 1 - st.f_bavail / st.f_blocks if st.f_blocks else 0.0
+        if self.max_bytes:
+            ours = sum(s.bytes for s in self.segments.values() if not s.compacted)
+            return max(fs, ours / self.max_bytes)
+        return fs
+
+    def _check_disk(self) -> None:
+        u = self.disk_usage()
+        self.metrics.set("picchio_logstore_disk_usage_ratio", u)
+        if u >= self.hard:
+            raise StagedError(Code.DISK_FULL, f"disk above the hard limit ({u:.0%} ≥ {self.hard:.0%}): writes refused")
+        if u >= self.soft:
+            raise StagedError(Code.DISK_SOFT_LIMIT, f"disk above the soft limit ({u:.0%} ≥ {self.soft:.0%}): "
+                              "retry later or elsewhere", retriable=True)
+
+    # -- RPCs ------------------------------------------------------------------------------------
+    async def AddEntries(self, req) -> AsyncIterator[AddEntriesResponse]:
+        ids = [e.entryId for e in req.entries]
+        try:
+            if not req.entries:
+                raise StagedError(Code.INVALID, "AddEntries without entries")
+            seg_id = req.entries[0].segId
+            if any(e.segId != seg_id for e in req.entries) or ids != list(range(ids[0], ids[0] + len(ids))):
+                raise StagedError(Code.INVALID, "entries must be contiguous and of one segment")
+            self._check_disk()
+            s = self.segment((req.bucket_name, req.root_path, req.log_id, seg_id))
+            await s.append(ids[0], [e.values for e in req.entries])
+            self.metrics.inc("picchio_logstore_entries_total", len(ids))
+            self.metrics.inc("picchio_logstore_bytes_total", sum(len(e.values) for e in req.entries))
+            yield AddEntriesResponse(_ok(), ids, AddEntryState.SYNCED)
+        except Exception as e:  # noqa: BLE001 - reported in Status
+            self.metrics.inc("picchio_logstore_append_errors_total")
+            yield AddEntriesResponse(_err(e), ids, AddEntryState.FAILED)
+
+    async def GetBatchEntriesAdv(self, req) -> GetBatchEntriesAdvResponse:
+        k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
+        if not self.known(k):
+            return GetBatchEntriesAdvResponse(Status("segment not on this node", Code.NOT_FOUND), None)
+        s = self.segment(k)
+        if s.compacted:
+            return GetBatchEntriesAdvResponse(Status("compacted: read object storage", Code.NOT_FOUND), None)
+        rows = await asyncio.to_thread(s.read, req.from_entry_id, req.max_entries or 1000)
+        complete = s.footer is not None and (not rows and req.from_entry_id > s.lac or rows and rows[-1][0] >= s.lac)
+        result = BatchReadResult([LogEntry(req.segment_id, eid, v) for eid, v in rows],
+                                 LastReadState(segment_id=req.segment_id, flags=1 if complete else 0,
+                                               last_block_id=len(s.blocks) - 1, node=""))
+        self.metrics.inc("picchio_logstore_reads_total")
+        return GetBatchEntriesAdvResponse(_ok(), result)
+
+    async def FenceSegment(self, req) -> LastEntryResponse:
+        s = self.segment((req.bucket_name, req.root_path, req.log_id, req.segment_id))
+        if s.footer is not None or s.compacted:
+            return LastEntryResponse(_ok(), s.lac)
+        return LastEntryResponse(_ok(), await s.fence())
+
+    async def CompleteSegment(self, req) -> LastEntryResponse:
+        s = self.segment((req.bucket_name, req.root_path, req.log_id, req.segment_id))
+        return LastEntryResponse(_ok(), await s.complete(req.last_add_confirmed))
+
+    async def UpdateLastAddConfirmed(self, req) -> StatusOnly:
+        k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
+        if self.known(k):
+            self.segment(k).update_lac(req.last_add_confirmed)
+        return StatusOnly(_ok())
+
+    async def GetSegmentLastAddConfirmed(self, req) -> LastEntryResponse:
+        k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
+        if not self.known(k):
+            return LastEntryResponse(Status("segment not on this node", Code.NOT_FOUND), -1)
+        s = self.segment(k)
+        return LastEntryResponse(_ok(), s.visible())
+
+    async def CompactSegment(self, req) -> CompactSegmentResponse:
+        """Upload m_k.blk objects and the compacted footer; drop the local file
+        only once the footer is in the bucket (the commit point)."""
+        k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
+        s = self.segment(k)
+        if s.footer is None and not s.compacted:
+            return CompactSegmentResponse(Status("complete the segment first", Code.INVALID), None)
+        objects = self._objects_for(req.bucket_name, req.root_path)
+        if s.compacted:
+            found = await objects.read_footer(req.log_id, req.segment_id)
+            size = found[0].total_size if found else 0
+            return CompactSegmentResponse(_ok(), SegmentMetadataMsg(segNo=req.segment_id, state=3, size=size))
+        target = self.config["woodpecker.logstore.segmentCompactionPolicy.maxBytes"]
+        blocks = await asyncio.to_thread(s.decoded_blocks, s.lac)
+        groups: list[list] = [[]]
+        acc = 0
+        for b in blocks:
+            groups[-1].append(b)
+            acc += sum(len(r) for r in b.records)
+            if acc >= target:
+                groups.append([])
+                acc = 0
+        merged: list[BlockRef] = []
+        for n, group in enumerate(g for g in groups if g):
+            body = merge_blocks(group, n, with_header=(n == 0))
+            await objects.s3.put(objects.key(req.log_id, req.segment_id, f"m_{n}.blk"), body)
+            merged.append(BlockRef(n, group[0].header.first_entry_id, group[-1].header.last_entry_id, len(body)))
+        size = await objects.put_footer(req.log_id, req.segment_id, merged, s.lac, FLAG_COMPACTED, overwrite=True)
+        await asyncio.to_thread(s.mark_compacted)
+        self.metrics.inc("picchio_logstore_compactions_total")
+        import time as _t
+        return CompactSegmentResponse(_ok(), SegmentMetadataMsg(segNo=req.segment_id, state=3, size=size,
+                                                                sealedTime=int(_t.time() * 1000), lastEntryId=s.lac))
+
+    async def CleanSegment(self, req) -> StatusOnly:
+        k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
+        s = self.segments.pop(k, None)
+        if s is not None:
+            await s.drain()
+            s.close()
+        await asyncio.to_thread(shutil.rmtree, self._dir(k), True)
+        return StatusOnly(_ok())
+
+    async def MarkLogDeleted(self, req) -> StatusOnly:
+        for k in [k for k in self.segments if k[:3] == (req.bucket_name, req.root_path, req.log_id)]:
+            self.segments.pop(k).close()
+        await asyncio.to_thread(shutil.rmtree, self.root / req.bucket_name / req.root_path / str(req.log_id), True)
+        return StatusOnly(_ok())
+
+    def _objects_for(self, bucket: str, root: str) -> Any:
+        from ..storage.objects import ObjectBackend
+        key = (bucket, root)
+        if key not in self._objects:
+            cfg = self.config.with_values({"minio.bucketName": bucket, "minio.rootPath": root})
+            self._objects[key] = ObjectBackend(cfg)
+        return self._objects[key]
+
+    async def close(self) -> None:
+        for s in self.segments.values():
+            await s.drain()
+            s.close()
+        for o in self._objects.values():
+            await o.close()
+
+
+def generic_handler(svc: LogStoreService) -> grpc.GenericRpcHandler:
+    handlers = {}
+    for name, (req_t, resp_t, streaming) in METHODS.items():
+        fn = getattr(svc, name)
+        if streaming:
+            handlers[name] = grpc.unary_stream_rpc_method_handler(
+                _stream(fn), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
+        else:
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                _unary(fn, resp_t), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def _unary(fn: Callable[[Any], Awaitable[Any]], resp_t: type) -> Callable:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(request)
+        except (LogstoreError, OSError, ValueError) as e:
+            log.warning("%s failed: %r", fn.__name__, e)
+            return resp_t(status=_err(e))
+    return handler
+
+
+def _stream(fn: Callable[[Any], AsyncIterator[Any]]) -> Callable:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for item in fn(request):
+            yield item
+    return handler

@@ -1,0 +1,341 @@
+"""One segment staged on a LogStore's local disk:
+``{storage.rootPath}/{bucket}/{root_path}/{logId}/{segId}/data.log``.
+
+Entries arrive with their ids (the client assigns them); they must be
+contiguous.  Requests that arrive out of order wait (boundedly) for the gap
+to fill; an entry already held is an idempotent retry.  Everything accepted
+while a sync runs goes into the next block (group commit); an append is
+answered only after its block is fdatasync'd.  Readers see entries up to the
+LAC the writer pushed (or the footer's, once completed).  ``write.fence``
+makes fencing survive a restart; ``data.compacted`` marks a segment whose data
+is safely in object storage (its local file is then dropped).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
+                     BlockBuilder, DecodedBlock, Footer, HeaderRecord, decode_block, decode_index,
+                     encode_index_and_footer, parse_footer)
+from ..errors import CorruptionError, LogstoreError
+from ..storage.base import BlockRef, index_records
+from ..storage.local import LocalBackend, _fsync_dir, _makedirs_durable, _writev_all
+from ..rpc import Code
+
+_GAP_WAIT = 5.0
+
+
+class StagedError(LogstoreError):
+    def __init__(self, code: int, message: str, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.code, self.retriable = code, retriable
+
+
+@dataclass
+class _Pending:
+    first: int
+    values: list[bytes]
+    future: asyncio.Future
+
+
+class StagedSegment:
+    def __init__(self, directory: Path, log_id: int, seg_id: int, sync_wait: float) -> None:
+        self.dir, self.log_id, self.seg_id, self.sync_wait = directory, log_id, seg_id, sync_wait
+        self.path = directory / "data.log"
+        self.blocks: list[BlockRef] = []
+        self.last_entry = -1      # last durable entry
+        self.next_expected = 0    # next id to accept (durable + buffered)
+        self.lac = -1             # what readers may see
+        self.fenced = False
+        self.footer: Footer | None = None
+        self.compacted = False
+        self.fd = -1
+        self.pos = 0
+        self.bytes = 0
+        self._pending: list[_Pending] = []
+        self._flushing: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()  # serializes fence/complete/compact against flushes
+
+    # -- loading -------------------------------------------------------------------
+    @classmethod
+    def open(cls, directory: Path, log_id: int, seg_id: int, sync_wait: float) -> "StagedSegment":
+        s = cls(directory, log_id, seg_id, sync_wait)
+        s.fenced = (directory / "write.fence").exists()
+        s.compacted = (directory / "data.compacted").exists()
+        if s.path.exists():
+            s._recover()
+        return s
+
+    def _recover(self) -> None:
+        import mmap
+        fd = os.open(self.path, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        try:
+            buf = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+            try:
+                footer = parse_footer(memoryview(buf)[max(0, size - FOOTER_RECORD_SIZE):]) if size else None
+                if footer is not None:
+                    idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
+                    self.blocks = [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size,
+                                            i.start_offset) for i in decode_index(buf, footer.total_blocks, idx_off)]
+                    self.footer = footer
+                    end = size
+                else:
+                    self.blocks, end = LocalBackend._scan_valid(buf, size, self.log_id, self.seg_id)
+            finally:
+                if size:
+                    buf.close()  # type: ignore[union-attr]
+            if self.footer is None:
+                os.ftruncate(fd, end)  # drop a torn tail: it was never acknowledged
+                self.pos = end
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.last_entry = self.blocks[-1].last_entry_id if self.blocks else -1
+        self.next_expected = self.last_entry + 1
+        self.bytes = self.pos if self.footer is None else size
+        if self.footer is not None:
+            self.lac = self.footer.lac if self.footer.has_lac else self.last_entry
+
+    # -- appending ---------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self.compacted or self.footer is not None:
+            raise StagedError(Code.COMPLETED, f"segment {self.log_id}/{self.seg_id} is completed")
+        if self.fenced:
+            raise StagedError(Code.FENCED, f"segment {self.log_id}/{self.seg_id} is fenced")
+
+    async def append(self, first: int, values: list[bytes]) -> None:
+        """Returns once entries first … first+len−1 are durable here."""
+        self._check_writable()
+        last = first + len(values) - 1
+        if last <= self.last_entry:
+            return  # a retry of something already durable
+        deadline = time.monotonic() + _GAP_WAIT
+        while first > self.next_expected:
+            self._changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StagedError(Code.OUT_OF_ORDER, f"segment {self.log_id}/{self.seg_id}: entry {first} arrived "
+                                  f"but {self.next_expected} is missing", retriable=True)
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+            self._check_writable()
+        if first < self.next_expected:  # partly a retry of buffered entries: wait for those, keep the rest
+            skip = self.next_expected - first
+            values, first = values[skip:], self.next_expected
+            if not values:
+                await self._wait_durable(last)
+                return
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(first, values, fut))
+        self.next_expected = first + len(values)
+        self._changed.set()
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_loop())
+        await fut
+
+    async def _wait_durable(self, last: int) -> None:
+        while self.last_entry < last:
+            self._changed.clear()
+            await asyncio.wait_for(self._changed.wait(), _GAP_WAIT)
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            if self.sync_wait > 0 and len(self._pending) == 1:
+                await asyncio.sleep(0)  # let concurrently arriving requests join the block
+            batch, self._pending = self._pending, []
+            async with self._lock:
+                try:
+                    await asyncio.to_thread(self._write, batch)
+                except BaseException as e:  # noqa: BLE001 - every waiter learns of the failure
+                    err = e if isinstance(e, StagedError) else StagedError(
+                        Code.DISK_FULL if isinstance(e, OSError) and e.errno == 28 else Code.INTERNAL,
+                        f"segment {self.log_id}/{self.seg_id}: write failed: {e}", retriable=True)
+                    for p in batch + self._pending:
+                        if not p.future.done():
+                            p.future.set_exception(err)
+                    self._pending = []
+                    self.next_expected = self.last_entry + 1
+                    self._changed.set()
+                    return
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(None)
+            self._changed.set()
+
+    def _write(self, batch: list[_Pending]) -> None:
+        if self.fd < 0:
+            _makedirs_durable(self.dir)
+            self.fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            _fsync_dir(self.dir)
+        bb = BlockBuilder()
+        for p in batch:
+            for v in p.values:
+                bb.add_raw(v)
+        first = batch[0].first
+        hdr = bb.header(len(self.blocks), first)
+        prefix = [HeaderRecord(0).encode()] if self.pos == 0 else []
+        start = self.pos
+        try:
+            _writev_all(self.fd, [*prefix, hdr.encode(), *bb.pieces], start)
+            os.fdatasync(self.fd)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass
+            raise
+        offset = start + (HEADER_RECORD_SIZE if prefix else 0)
+        size = BLOCK_HEADER_RECORD_SIZE + hdr.block_length
+        self.blocks.append(BlockRef(hdr.block_number, hdr.first_entry_id, hdr.last_entry_id, size, offset))
+        self.pos = offset + size
+        self.bytes = self.pos
+        self.last_entry = hdr.last_entry_id
+
+    # -- control -------------------------------------------------------------------------
+    async def drain(self) -> None:
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+
+    async def fence(self) -> int:
+        if not self.fenced:
+            self.fenced = True
+            await asyncio.to_thread(self._write_fence)
+        for p in self._pending:  # accepted but not yet written: refuse them, they were never acked
+            if not p.future.done():
+                p.future.set_exception(StagedError(Code.FENCED, "segment fenced"))
+        self._pending = []
+        await self.drain()
+        self.next_expected = self.last_entry + 1
+        self._changed.set()
+        return self.last_entry
+
+    def _write_fence(self) -> None:
+        _makedirs_durable(self.dir)
+        with open(self.dir / "write.fence", "w") as f:
+            f.write(f"logId={self.log_id}\nsegmentId={self.seg_id}\npid={os.getpid()}\n"
+                    f"timestamp={int(time.time())}\nreason=fence\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(self.dir)
+
+    def update_lac(self, lac: int) -> None:
+        """The writer's LAC; it may run ahead of what this replica has synced
+        (readers see ``visible()``, never more than is durable here)."""
+        if self.footer is None and lac > self.lac:
+            self.lac = lac
+            self._changed.set()
+
+    async def complete(self, lac: int) -> int:
+        """Index + footer with the writer's LAC (entries above it stay unread)."""
+        await self.drain()
+        async with self._lock:
+            if self.footer is not None or self.compacted:
+                return self.lac
+            self.fenced = True
+            lac = min(lac, self.last_entry)
+            await asyncio.to_thread(self._write_footer, lac)
+            self.lac = lac
+            self._changed.set()
+            return lac
+
+    def _write_footer(self, lac: int) -> None:
+        if self.fd < 0:
+            _makedirs_durable(self.dir)
+            self.fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        if self.pos == 0:
+            _writev_all(self.fd, [HeaderRecord(0).encode()], 0)
+            self.pos = HEADER_RECORD_SIZE
+        index = index_records(self.blocks, local=True)
+        footer = Footer(len(self.blocks), len(self.blocks), self.pos + len(index) * INDEX_RECORD_SIZE, self.pos,
+                        len(index) * INDEX_RECORD_SIZE, lac)
+        tail = encode_index_and_footer(index, footer)
+        _writev_all(self.fd, [tail], self.pos)
+        os.fdatasync(self.fd)
+        _fsync_dir(self.dir)
+        self.footer = footer
+        self.bytes = self.pos + len(tail)
+
+    # -- reading -----------------------------------------------------------------------------
+    def visible(self) -> int:
+        return self.lac if self.footer is not None else min(self.lac, self.last_entry)
+
+    def read(self, from_entry: int, max_entries: int, max_bytes: int = 4 << 20) -> list[tuple[int, bytes]]:
+        """Entries ≥ from_entry and ≤ the LAC, from local blocks."""
+        limit = self.visible()
+        out: list[tuple[int, bytes]] = []
+        if from_entry > limit or self.fd < 0 and not self.path.exists():
+            return out
+        used = 0
+        rfd = os.open(self.path, os.O_RDONLY)
+        try:
+            for b in self.blocks:
+                if b.last_entry_id < from_entry:
+                    continue
+                if b.first_entry_id > limit or len(out) >= max_entries or (out and used >= max_bytes):
+                    break
+                blk = _decode_at(rfd, b, self.log_id, self.seg_id)
+                for k, rec in enumerate(blk.records):
+                    eid = b.first_entry_id + k
+                    if from_entry <= eid <= limit and len(out) < max_entries:
+                        out.append((eid, bytes(rec)))
+                        used += len(rec)
+        finally:
+            os.close(rfd)
+        return out
+
+    def decoded_blocks(self, upto: int) -> list[DecodedBlock]:
+        """All blocks trimmed to entries ≤ upto (for compaction)."""
+        out = []
+        rfd = os.open(self.path, os.O_RDONLY)
+        try:
+            for b in self.blocks:
+                if b.first_entry_id > upto:
+                    break
+                blk = _decode_at(rfd, b, self.log_id, self.seg_id)
+                if b.last_entry_id > upto:
+                    keep = upto - b.first_entry_id + 1
+                    from ..codec import BlockHeader
+                    blk = DecodedBlock(BlockHeader(b.number, b.first_entry_id, upto, 0, 0), blk.records[:keep], 0)
+                out.append(blk)
+        finally:
+            os.close(rfd)
+        return out
+
+    def mark_compacted(self) -> None:
+        """The footer is in object storage: keep a tombstone, drop the local data."""
+        (self.dir / "data.compacted").touch()
+        _fsync_dir(self.dir)
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self.compacted = True
+        self.blocks = []
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def remove(self) -> None:
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _decode_at(fd: int, b: BlockRef, log_id: int, seg_id: int) -> DecodedBlock:
+    raw = os.pread(fd, b.size, b.offset)
+    try:
+        blk = decode_block(raw)
+    except CorruptionError as e:
+        raise CorruptionError(str(e), log=str(log_id), segment=seg_id, block=b.number) from e
+    if blk is None:
+        raise CorruptionError("staged block is truncated", log=str(log_id), segment=seg_id, block=b.number)
+    return blk
