@@ -252,7 +252,8 @@ class LogHandle:
             seg = await self.meta.get_segment(self.name, seg_id)
             size = await self.backend.compact(self.log_id, seg_id,
                                               self.config["woodpecker.logstore.segmentCompactionPolicy.maxBytes"],
-                                              quorum=seg.value.quorum if seg else None)
+                                              quorum=seg.value.quorum if seg else None,
+                                              last_entry=seg.value.last_entry_id if seg else None)
             if size is None:
                 return True
             for _ in range(20):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .errors import WriterClosedError
 from .ids import EARLIEST, LATEST, MessageId
-from .proto import SegmentMetadata, decode_layout
+from .proto import SegmentMetadata, SegmentState, decode_layout
 
 if TYPE_CHECKING:
     from .log import LogHandle
@@ -123,8 +123,9 @@ class LogReader:
             meta = self._segs.get(self._seg)
             if meta is None:
                 return False
+        sealed = meta.last_entry_id if meta is not None and meta.state != SegmentState.ACTIVE else None
         res = await h.backend.scan(h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES,
-                                   quorum=meta.quorum if meta else None)
+                                   quorum=meta.quorum if meta else None, sealed_last=sealed)
         self._cursor = res.cursor
         for blk in res.blocks:
             hdr = blk.header

@@ -126,10 +126,15 @@ COMPONENTS: list[Component] = [
     _k8s("kube-controller-manager"),
     _k8s("kube-scheduler"),
     _k8s("kubectl"),
+    # Node-side binaries for the offline kind node image (e2e/kind/).
+    _k8s("kubelet"),
+    _k8s("kubeadm"),
+    _k8s("kube-proxy"),
 ]
 GROUPS: dict[str, list[str]] = {
     "kubernetes": ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
     "cluster": ["etcd", "kwok", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
+    "node": ["kubelet", "kubeadm", "kube-proxy"],
 }
 
 

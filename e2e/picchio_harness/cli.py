@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import k8s
-from .build import MissingComponent
+from .build import MissingComponent, component_binary
 from .procs import cache_dir
 
 _STATE = {"cluster": k8s.STATE_FILE, "minio": "minio.json", "etcd": "etcd.json"}
@@ -38,9 +38,32 @@ def _write_state(workdir: Path, what: str, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _kubectl_dir() -> Path | None:
+    """A directory holding ``kubectl`` -> the pinned kubectl build, so the
+    printed PATH gives a plain ``kubectl`` of the cluster's own version (the
+    cache names it kubectl-<version>; a system kubectl may be missing or old)."""
+    try:
+        binary = component_binary("kubectl")
+    except MissingComponent:
+        return None
+    d = cache_dir() / "dev" / "bin"
+    d.mkdir(parents=True, exist_ok=True)
+    link = d / "kubectl"
+    if not (link.is_symlink() and os.readlink(link) == binary):
+        tmp = d / ".kubectl.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(binary)
+        os.replace(tmp, link)
+    return d
+
+
 def _exports(what: str, state: dict[str, Any]) -> list[tuple[str, str]]:
     if what == "cluster":
-        return [("KUBECONFIG", state["kubeconfig"])]
+        out = [("KUBECONFIG", state["kubeconfig"])]
+        kdir = _kubectl_dir()
+        if kdir is not None:
+            out.append(("PATH", str(kdir)))  # prepended, see _print_env
+        return out
     if what == "minio":
         return [("AWS_ENDPOINT_URL", state["endpoint"]), ("AWS_ACCESS_KEY_ID", state["access_key"]),
                 ("AWS_SECRET_ACCESS_KEY", state["secret_key"]), ("AWS_REGION", "us-east-1")]
@@ -49,7 +72,10 @@ def _exports(what: str, state: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _print_env(what: str, state: dict[str, Any]) -> None:
     for k, v in _exports(what, state):
-        print(f"export {k}={shlex.quote(v)}")
+        if k == "PATH":
+            print(f'export PATH={shlex.quote(v)}:"$PATH"')
+        else:
+            print(f"export {k}={shlex.quote(v)}")
 
 
 def _start(what: str, workdir: Path, nodes: int) -> dict[str, Any]:

@@ -141,9 +141,7 @@ def _node(name: str, zone: str) -> dict[str, Any]:
                        "topology.kubernetes.io/zone": zone, "node-role.kubernetes.io/worker": ""},
         },
         "spec": {},
-        "status": {"capacity": cap, "allocatable": cap,
-                   "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
-                                "kubeletVersion": "fake", "kubeProxyVersion": "fake"}},
+        "status": {"capacity": cap, "allocatable": cap},  # kwok fills in conditions, nodeInfo, addresses
     }
 
 
@@ -274,7 +272,10 @@ def _bootstrap(cluster: LocalCluster, nodes: int, timeout: float) -> None:
 
     api = cluster.api_client()
     try:
-        core, storage = client.CoreV1Api(api), client.StorageV1Api(api)
+        # Any: the client's generated types want model objects; we pass the
+        # plain manifests the API server accepts as they are.
+        core: Any = client.CoreV1Api(api)
+        storage: Any = client.StorageV1Api(api)
         try:
             storage.create_storage_class(storage_class(), _request_timeout=_API_TIMEOUT)
         except ApiException as e:

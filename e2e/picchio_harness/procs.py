@@ -70,7 +70,8 @@ class Proc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
+                rc = self.popen.returncode if self.popen else None
+                raise RuntimeError(f"{self.name} exited with {rc}:\n{self.tail()}")
             try:
                 if check():
                     return

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,20 @@ class K8sCluster:
     kubeconfig: Path
     api: Any
     local: Any = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Turn SIGTERM (CI timeouts, `kill`) into KeyboardInterrupt, so session
+    fixtures tear down as on Ctrl-C.  Needed because every component runs in
+    its own session: a signal to pytest's process group never reaches them,
+    and at-exit handlers do not run on an unhandled SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt("SIGTERM")
+
+        signal.signal(signal.SIGTERM, _term)
 
 
 def _workdir(prefix: str) -> Path:
@@ -57,7 +73,14 @@ def k8s_cluster() -> Iterator[K8sCluster]:
     try:
         cluster = start_cluster(workdir / "cluster")
     except MissingComponent as e:
+        shutil.rmtree(workdir, ignore_errors=True)
         pytest.fail(f"local Kubernetes cluster unavailable: {e}", pytrace=False)
+    except BaseException:
+        # start_cluster already stopped what it started; keep the logs for
+        # the report only if asked to, else leave no litter in /tmp.
+        if not os.environ.get("PICCHIO_KEEP_WORKDIR"):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     api = cluster.api_client()
     try:
         yield K8sCluster(cluster.kubeconfig, api, cluster)
@@ -77,7 +100,11 @@ def minio() -> Iterator[Any]:
         pytest.fail("MinIO is not built: run `make components ONLY=minio` "
                     "(or set PICCHIO_MINIO_BIN)", pytrace=False)
     workdir = _workdir("picchio-minio-")
-    server = start_s3(workdir, prefer="minio")
+    try:
+        server = start_s3(workdir, prefer="minio")
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     try:
         yield server
     finally:

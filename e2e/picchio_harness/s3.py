@@ -60,6 +60,15 @@ def _live(url: str) -> bool:
         return r.status == 200
 
 
+def _minio_ready(url: str) -> bool:
+    """MinIO's health endpoints answer 200 as soon as the HTTP server is up,
+    and flag a not-yet-initialised object layer only with the header
+    ``x-minio-server-status: offline``; requests before then fail with 503
+    XMinioServerNotInitialized, so wait for the header to go away."""
+    with urllib.request.urlopen(url, timeout=1) as r:
+        return r.status == 200 and r.headers.get("x-minio-server-status") != "offline"
+
+
 def _start_minio(workdir: Path, binary: str) -> S3Server:
     data = workdir / "minio.data"
     shutil.rmtree(data, ignore_errors=True)
@@ -75,7 +84,7 @@ def _start_minio(workdir: Path, binary: str) -> S3Server:
     argv = [binary, "server", str(data), "--address", f"127.0.0.1:{port}",
             "--console-address", f"127.0.0.1:{console}", "--quiet"]
     proc = Proc("minio", argv, workdir / "minio.log", env=env).start()
-    proc.wait_ready(lambda: _live(f"http://127.0.0.1:{port}/minio/health/live"), timeout=60)
+    proc.wait_ready(lambda: _minio_ready(f"http://127.0.0.1:{port}/minio/health/ready"), timeout=60)
     return S3Server("minio", "127.0.0.1", port, ACCESS_KEY, SECRET_KEY, proc)
 
 

@@ -64,15 +64,13 @@ class LogStoreService:
 
     # -- disk watermarks -------------------------------------------------------------------
     def disk_usage(self) -> float:
-        """Fraction of the staging budget in use (the larger of the file system's
-        fill level and our bytes over disk.maxBytes)."""
+        """Fraction of the staging budget in use: our staged bytes over
+        disk.maxBytes when a budget is set, else the file system's fill level."""
+        if self.max_bytes:
+            return sum(s.bytes for s in self.segments.values() if not s.compacted) / self.max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         st = os.statvfs(self.root)
-        fs = 1 - st.f_bavail / st.f_blocks if st.f_blocks else 0.0
-        if self.max_bytes:
-            ours = sum(s.bytes for s in self.segments.values() if not s.compacted)
-            return max(fs, ours / self.max_bytes)
-        return fs
+        return 1 - st.f_bavail / st.f_blocks if st.f_blocks else 0.0
 
     def _check_disk(self) -> None:
         u = self.disk_usage()

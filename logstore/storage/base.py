@@ -101,7 +101,7 @@ class Backend(ABC):
 
     @abstractmethod
     async def scan(self, log_id: int, seg_id: int, cursor: Any, max_bytes: int,
-                   quorum: QuorumInfo | None = None) -> ScanResult:
+                   quorum: QuorumInfo | None = None, sealed_last: int | None = None) -> ScanResult:
         """Blocks from ``cursor`` (None = start) up to about ``max_bytes``."""
 
     @abstractmethod
@@ -110,7 +110,7 @@ class Backend(ABC):
 
     @abstractmethod
     async def compact(self, log_id: int, seg_id: int, target_bytes: int,
-                      quorum: QuorumInfo | None = None) -> int | None:
+                      quorum: QuorumInfo | None = None, last_entry: int | None = None) -> int | None:
         """Merge a finalized segment into larger objects; returns the new size or
         None when the backend does not compact."""
 

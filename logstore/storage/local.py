@@ -441,10 +441,12 @@ class LocalBackend(Backend):
             cur.offset += len(raw)
         return ScanResult(out, cur, False, -1)
 
-    async def scan(self, log_id: int, seg_id: int, cursor, max_bytes: int, quorum=None) -> ScanResult:
+    async def scan(self, log_id: int, seg_id: int, cursor, max_bytes: int, quorum=None,
+                   sealed_last=None) -> ScanResult:
         return await asyncio.to_thread(self._scan, log_id, seg_id, cursor, max_bytes)
 
-    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum=None) -> int | None:
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum=None,
+                      last_entry=None) -> int | None:
         return None  # Woodpecker keeps local segments as they are
 
     # -- deletion --------------------------------------------------------------

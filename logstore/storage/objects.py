@@ -197,7 +197,7 @@ class ObjectBackend(Backend):
         return b
 
     async def scan(self, log_id: int, seg_id: int, cursor: ObjectCursor | None, max_bytes: int,
-                   quorum=None) -> ScanResult:
+                   quorum=None, sealed_last=None) -> ScanResult:
         cur = cursor or ObjectCursor()
         if cur.index is None and not cur.footer_checked:
             cur.footer_checked = True
@@ -254,7 +254,8 @@ class ObjectBackend(Backend):
         return ScanResult(list(blocks), cur, done, cur.lac)
 
     # -- compaction --------------------------------------------------------------
-    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum=None) -> int | None:
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum=None,
+                      last_entry=None) -> int | None:
         found = await self.read_footer(log_id, seg_id)
         if found is None:
             raise StorageError(f"segment {log_id}/{seg_id} has no footer: complete it before compacting")

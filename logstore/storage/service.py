@@ -202,8 +202,9 @@ class ServiceBackend(Backend):
                     try:
                         ok.append(t.result())
                     except NodeError as e:
-                        if e.code == Code.FENCED:
-                            raise WriterFencedError(f"{what}: segment fenced on {e.endpoint}") from None
+                        if e.code in (Code.FENCED, Code.COMPLETED):
+                            raise WriterFencedError(f"{what}: segment fenced or completed on {e.endpoint} "
+                                                    "(another writer took over)") from None
                         bad.add(tasks[t])
                         errors.append(str(e))
                 if len(ok) + len(pending) < need:
@@ -261,14 +262,22 @@ class ServiceBackend(Backend):
         await self.quorum_call(q, set(), "CompleteSegment", creq, need=need, what=f"complete {log_id}/{seg_id}")
         return Recovered([], lac, 0, False)
 
-    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum: QuorumInfo | None = None) -> int | None:
-        """One LogStore holding everything up to the LAC uploads the segment; the
-        others then drop their copies."""
+    async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum: QuorumInfo | None = None,
+                      last_entry: int | None = None) -> int | None:
+        """A LogStore holding every entry up to the segment's LAC uploads it; the
+        others then drop their copies.  A replica that lagged (its footer's LAC is
+        lower) is never the one to upload."""
         q = quorum or QuorumInfo(nodes=[])
         req = CompactSegmentRequest(self.bucket, self.root, log_id, seg_id)
+        lreq = GetSegmentLastAddConfirmedRequest(self.bucket, self.root, log_id, seg_id)
         errors = []
         for endpoint in q.nodes:
             try:
+                if last_entry is not None:
+                    held = (await self.node(endpoint).call("GetSegmentLastAddConfirmed", lreq, self.timeout)).last_entry_id
+                    if held < last_entry:
+                        errors.append(f"{endpoint}: holds up to {held}, segment ends at {last_entry}")
+                        continue
                 resp = await self.node(endpoint).call("CompactSegment", req, max(self.timeout, 60.0))
             except NodeError as e:
                 errors.append(str(e))
@@ -281,7 +290,9 @@ class ServiceBackend(Backend):
 
     # -- reading ---------------------------------------------------------------------------
     async def scan(self, log_id: int, seg_id: int, cursor: ServiceCursor | None, max_bytes: int,
-                   quorum: QuorumInfo | None = None) -> ScanResult:
+                   quorum: QuorumInfo | None = None, sealed_last: int | None = None) -> ScanResult:
+        """``sealed_last``: the segment's last entry when metadata says it is
+        completed (a replica's own footer may end earlier: it lagged)."""
         cur = cursor or ServiceCursor()
         if cur.objects is None and not cur.checked_footer:
             cur.checked_footer = True
@@ -299,15 +310,18 @@ class ServiceBackend(Backend):
                 resp = await self.node(endpoint).call("GetBatchEntriesAdv", req, self.timeout)
             except NodeError:
                 continue
-            cur.node = (cur.node + i) % len(nodes)
             entries = resp.result.entries if resp.result else []
-            complete = bool(resp.result and resp.result.lastReadState and resp.result.lastReadState.flags & 1)
             if not entries:
-                return ScanResult([], cur, complete)
+                if sealed_last is not None and cur.next_entry > sealed_last:
+                    return ScanResult([], cur, True)
+                if sealed_last is not None:
+                    continue  # this replica lags behind the sealed LAC: ask another
+                return ScanResult([], cur, False)
+            cur.node = (cur.node + i) % len(nodes)
             first, last = entries[0].entryId, entries[-1].entryId
             blk = DecodedBlock(BlockHeader(0, first, last, 0, 0), [memoryview(e.values) for e in entries], 0)
             cur.next_entry = last + 1
-            return ScanResult([blk], cur, complete)
+            return ScanResult([blk], cur, sealed_last is not None and last >= sealed_last)
         # no LogStore has it: compacted (and cleaned) meanwhile?
         if await self.objects.read_footer(log_id, seg_id) is not None:
             cur.objects = ObjectCursor(next_entry=cur.next_entry)

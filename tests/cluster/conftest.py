@@ -11,4 +11,4 @@ from pathlib import Path
 if importlib.util.find_spec("picchio_harness") is None:  # not pip-installed: use the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "e2e"))
 
-from picchio_harness.pytest_plugin import etcd36, k8s_cluster, minio  # noqa: E402,F401
+from picchio_harness.pytest_plugin import etcd36, k8s_cluster, minio, pytest_configure  # noqa: E402,F401

@@ -1,0 +1,174 @@
+"""Service mode: fencing, writer crash cycles, TLS, disk watermarks, probes."""
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import logstore
+from logstore import EARLIEST
+from picchio_harness.pki import CertificateAuthority
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
+from crash_writer import payload  # noqa: E402
+
+
+async def test_fenced_old_writer(service_cluster):
+    sc = service_cluster()
+    async with logstore.Client(sc.config) as c1, logstore.Client(sc.config) as c2:
+        log1 = await c1.create_log("f")
+        w1 = await log1.open_writer()
+        acked = [await w1.append(b"old%d" % i) for i in range(5)]
+        w2 = await (await c2.open_log("f")).open_writer()
+        with pytest.raises(logstore.WriterFencedError):
+            await w1.append(b"late")
+        new = await w2.append(b"new")
+        assert new.segment_id > acked[-1].segment_id
+        await w2.close()
+        await w1.close()
+        r = await log1.open_reader(EARLIEST)
+        got = [(await r.read_next(timeout=10)).payload for _ in range(6)]
+        assert got == [b"old%d" % i for i in range(5)] + [b"new"]
+        with pytest.raises(TimeoutError):
+            await r.read_next(timeout=0.3)
+
+
+async def test_writer_sigkill_cycles(service_cluster, tmp_path):
+    sc = service_cluster()
+    flat = sc.config.to_dict()
+    async with logstore.Client(sc.config) as c:
+        await c.create_log("crashy")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    rng = random.Random(7)
+    acked = []
+    for cycle in range(6):
+        child = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "integration" / "crash_writer.py"),
+                                  json.dumps(flat), "crashy", str(cycle)], stdout=subprocess.PIPE, text=True, env=env)
+        assert child.stdout.readline().strip() == "open"
+        await asyncio.sleep(rng.uniform(0.05, 0.5))  # the random moment of the crash
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate(timeout=30)
+        acked += [tuple(ln.split()[1:]) for ln in out.splitlines() if ln.startswith("ack ") and len(ln.split()) == 4]
+    assert len(acked) > 20
+    async with logstore.Client(sc.config) as c:
+        log = await c.open_log("crashy")
+        async with await log.open_writer():
+            pass
+        r = await log.open_reader(EARLIEST)
+        got = []
+        while True:
+            try:
+                got.append(await r.read_next(timeout=2))
+            except TimeoutError:
+                break
+    seen = {}
+    for m in got:
+        cyc, seq = (int(x) for x in m.payload.split(b":", 2)[:2])
+        assert (cyc, seq) not in seen, "read twice"
+        assert m.payload == payload(cyc, seq)
+        seen[(cyc, seq)] = str(m.id)
+    keys = [tuple(int(x) for x in m.payload.split(b":", 2)[:2]) for m in got]
+    assert keys == sorted(keys)
+    for cyc, seq, mid in acked:
+        assert seen.get((int(cyc), int(seq))) == mid, f"acknowledged {cyc}:{seq} ({mid}) lost or moved"
+
+
+def _tls_files(tmp_path):
+    ca = CertificateAuthority(tmp_path / "pki")
+    server = ca.issue("logstore", "logstore", server=True, dns=("localhost",), ips=("127.0.0.1",))
+    client = ca.issue("client", "picchio-client")
+    other = CertificateAuthority(tmp_path / "other-pki", cn="someone-else")
+    return ca, server, client, other
+
+
+async def test_tls_on_and_wrong_ca_refused(service_cluster, tmp_path):
+    ca, server, client, other = _tls_files(tmp_path)
+    tls = {"woodpecker.logstore.tls.enabled": True, "woodpecker.logstore.tls.caFile": str(ca.pair.cert),
+           "woodpecker.logstore.tls.certFile": str(server.cert), "woodpecker.logstore.tls.keyFile": str(server.key),
+           "woodpecker.logstore.tls.requireClientCert": True,
+           "woodpecker.logstore.tls.clientCertFile": str(client.cert),
+           "woodpecker.logstore.tls.clientKeyFile": str(client.key)}
+    sc = service_cluster(logstore_overrides=tls, **{"woodpecker.client.quorum.requestTimeout": "2s"})
+    good = sc.client_config(**tls)
+    async with logstore.Client(good) as c:
+        log = await c.create_log("tls")
+        async with await log.open_writer() as w:
+            mid = await w.append(b"secret")
+        r = await log.open_reader(EARLIEST)
+        assert (await r.read_next(timeout=5)).id == mid
+    wrong_ca = sc.client_config(**{**tls, "woodpecker.logstore.tls.caFile": str(other.pair.cert)})
+    plaintext = sc.client_config()
+    no_client_cert = sc.client_config(**{**tls, "woodpecker.logstore.tls.clientCertFile": "",
+                                         "woodpecker.logstore.tls.clientKeyFile": ""})
+    for bad in (wrong_ca, plaintext, no_client_cert):
+        async with logstore.Client(bad) as c:
+            log = await c.open_log("tls")
+            with pytest.raises(logstore.QuorumUnavailableError):
+                w = await log.open_writer()  # fencing the old segment needs the LogStores
+                await w.append(b"x")
+
+
+async def test_disk_soft_and_hard_limits(service_cluster):
+    # a tiny budget: the first appends fit, then the LogStores push back, never crash
+    sc = service_cluster(logstore_overrides={"woodpecker.logstore.disk.maxBytes": 200_000,
+                                             "woodpecker.logstore.disk.softLimit": 0.5,
+                                             "woodpecker.logstore.disk.hardLimit": 0.9},
+                         **{"woodpecker.client.quorum.requestTimeout": "2s"})
+    async with logstore.Client(sc.config) as c:
+        log = await c.create_log("full")
+        w = await log.open_writer()
+        ok = 0
+        with pytest.raises(logstore.QuorumUnavailableError) as e:
+            for _ in range(100):
+                await w.append(os.urandom(20_000))
+                ok += 1
+        assert 3 <= ok < 10, ok
+        assert "limit" in str(e.value)
+        assert all(s.alive() for s in sc.logstores), "a full disk never crashes a LogStore"
+        for s in sc.logstores:
+            ready = _http(s.http_port, "/readyz")
+            metrics = _http(s.http_port, "/metrics")[1]
+            assert "picchio_logstore_disk_usage_ratio" in metrics
+            assert ready[0] in (200, 503)
+
+
+def _http(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def test_health_readiness_metrics(service_cluster):
+    sc = service_cluster()
+    async with logstore.Client(sc.config) as c:
+        log = await c.create_log("m")
+        async with await log.open_writer() as w:
+            for i in range(5):
+                await w.append(b"x")
+    s = sc.logstores[0]
+    assert _http(s.http_port, "/healthz") == (200, "ok\n")
+    assert _http(s.http_port, "/readyz")[0] == 200
+    text = _http(s.http_port, "/metrics")[1]
+    line = [ln for ln in text.splitlines() if ln.startswith("picchio_logstore_entries_total ")]
+    assert line and float(line[0].split()[1]) >= 5
+    s.stop()  # graceful: deregisters at once (no waiting for the lease to expire)
+    from logstore.meta import MetaStore
+    from logstore.server.membership import live_logstores
+    m = MetaStore(sc.config)
+    await m.connect()
+    try:
+        nodes = [n["endpoint"] for n in await live_logstores(m)]
+    finally:
+        await m.close()
+    assert s.endpoint not in nodes and len(nodes) == 2
+
