@@ -32,7 +32,7 @@ unacknowledged entries never appear.
 from .client import Client
 from .config import Config
 from .errors import (ConcurrentUpdateError, ConfigError, CorruptionError, InvalidArgumentError, LogExistsError,
-                     LogNotFoundError, LogstoreError, MetadataError, QuorumUnavailableError, StorageError,
+                     LogNotFoundError, LogstoreError, MetadataError, QuorumUnavailableError, StorageError, StorageFullError,
                      WriterClosedError, WriterFencedError)
 from .ids import EARLIEST, LATEST, MessageId
 from .log import GcReport, LogHandle, SegmentInfo
@@ -43,6 +43,6 @@ __all__ = [
     "Client", "Config", "MessageId", "EARLIEST", "LATEST", "LogHandle", "LogWriter", "LogReader", "Message",
     "SegmentInfo", "GcReport",
     "LogstoreError", "ConfigError", "InvalidArgumentError", "LogExistsError", "LogNotFoundError", "WriterFencedError",
-    "WriterClosedError", "CorruptionError", "StorageError", "MetadataError", "ConcurrentUpdateError",
+    "WriterClosedError", "CorruptionError", "StorageError", "StorageFullError", "MetadataError", "ConcurrentUpdateError",
     "QuorumUnavailableError",
 ]

@@ -47,6 +47,11 @@ class StorageError(LogstoreError):
     """The storage backend (disk, S3) failed after bounded retries."""
 
 
+class StorageFullError(StorageError):
+    """Service mode: the LogStores are above their disk limits and push back.
+    Retriable once they have flushed and dropped compacted segments."""
+
+
 class MetadataError(LogstoreError):
     """etcd failed after bounded retries, or metadata is inconsistent."""
 

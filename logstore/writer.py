@@ -42,6 +42,7 @@ class _Batch:
     futures: list[asyncio.Future] = field(default_factory=list)
     entries: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    attempts: int = 0  # times re-sent to a new segment after its ensemble lost quorum
 
 
 @dataclass
@@ -103,6 +104,7 @@ class LogWriter:
         self._seg: _Segment | None = None
         self._open: _Batch | None = None
         self._sealed: deque[_Batch] = deque()
+        self._retry: deque[_Batch] = deque()  # unacknowledged batches of a broken segment, in order
         self._inflight: deque[tuple[_Segment, BlockHeader, _Batch, asyncio.Task]] = deque()
         self._buffered_bytes = 0
         self._buffered_entries = 0
@@ -192,6 +194,8 @@ class LogWriter:
 
     # -- flushing --------------------------------------------------------------
     def _take_ready(self) -> _Batch | None:
+        if self._retry:
+            return self._retry.popleft()
         if self._sealed:
             return self._sealed.popleft()
         b = self._open
@@ -210,7 +214,7 @@ class LogWriter:
             b = self._take_ready()
             if b is not None:
                 return b
-            if self._closing and self._open is None and not self._sealed:
+            if self._closing and self._open is None and not self._sealed and not self._retry:
                 return None
             self._wake.clear()
             timeout = None
@@ -236,12 +240,13 @@ class LogWriter:
                 if batch is None:
                     break
                 if seg.broken:
+                    (self._retry if batch.attempts else self._sealed).appendleft(batch)
+                    batch = None
                     try:
                         seg = await self._replace_broken(seg)
                     except QuorumUnavailableError as e:
-                        self._fail_batch(batch, e)  # this append fails fast; the next one tries again
-                        batch = None
-                        continue
+                        self._fail_pending(e)  # these appends fail fast; the next append tries again
+                    continue
                 seg = await self._maybe_roll(seg)
                 header = batch.builder.header(seg.next_block, seg.next_entry)
                 seg.next_block += 1
@@ -275,18 +280,35 @@ class LogWriter:
         return new
 
     async def _replace_broken(self, seg: _Segment) -> _Segment:
-        """A block of ``seg`` could not reach its quorum: once the blocks in flight
-        are settled, seal ``seg`` at what its LogStores hold (fence + complete) and
-        continue on a new segment with a fresh ensemble."""
+        """A block of ``seg`` could not reach its quorum.  Once the blocks in flight
+        have settled (their batches wait in ``_retry``, in order), seal ``seg`` at
+        the last entry this writer acknowledged — so nothing unacknowledged in it
+        can ever be read — and continue on a new segment with a fresh ensemble,
+        where the waiting batches are sent again.  The writer surfaces no error
+        while some quorum of LogStores is available."""
         while self._inflight:
             self._acked.clear()
             await self._acked.wait()
-        h = self._h
-        await seg.store.close()
-        current = await h.meta.get_segment(h.name, seg.id)
-        if current is not None and current.value.state == SegmentState.ACTIVE:
-            await h.complete_segment(current)
-        return await self._next_segment(seg)
+        await self._complete(seg)
+        new = await self._next_segment(seg)
+        log.warning("log %r: segment %d lost its quorum; sealed at %d, continuing on segment %d with %s",
+                    self._h.name, seg.id, seg.lac, new.id, new.quorum.nodes if new.quorum else "?")
+        return new
+
+    def _requeue(self, batch: _Batch, error: BaseException) -> None:
+        batch.attempts += 1
+        if batch.attempts > 3:
+            self._fail_batch(batch, error)
+        else:
+            self._retry.append(batch)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        """Fail every batch not yet sent (the writer itself stays usable)."""
+        for b in list(self._retry) + list(self._sealed) + ([self._open] if self._open else []):
+            self._fail_batch(b, error)
+        self._retry.clear()
+        self._sealed.clear()
+        self._open = None
 
     async def _upload(self, seg: _Segment, header: BlockHeader, batch: _Batch) -> BlockRef:
         delay = self._retry_interval
@@ -295,7 +317,8 @@ class LogWriter:
                 return await seg.store.write_block(header, batch.builder.pieces, batch.entries)
             except (StorageError, OSError) as e:
                 if attempt == self._retries:
-                    raise StorageError(f"block {seg.id}/{header.block_number} failed after {attempt} attempts: {e}") from e
+                    kind = type(e) if isinstance(e, StorageError) else StorageError
+                    raise kind(f"block {seg.id}/{header.block_number} failed after {attempt} attempts: {e}") from e
                 log.warning("block %s/%s write failed (attempt %d/%d): %s", seg.id, header.block_number,
                             attempt, self._retries, e)
                 await asyncio.sleep(delay)
@@ -316,7 +339,7 @@ class LogWriter:
             except QuorumUnavailableError as e:
                 self._inflight.popleft()
                 seg.broken = True
-                self._fail_batch(batch, e)
+                self._requeue(batch, e)
                 self._acked.set()
                 self._wake.set()
                 continue
@@ -329,7 +352,7 @@ class LogWriter:
                 self._fail_batch(batch, self._error)
                 continue
             if seg.broken:  # an earlier block of this segment failed: never ack out of order
-                self._fail_batch(batch, QuorumUnavailableError(f"segment {seg.id}: an earlier block lost its quorum"))
+                self._requeue(batch, QuorumUnavailableError(f"segment {seg.id}: an earlier block lost its quorum"))
                 self._acked.set()
                 continue
             seg.blocks.append(ref)
@@ -361,10 +384,7 @@ class LogWriter:
                 log.warning("writer of log %r stopped: %r", self._h.name, error)
         if batch is not None:
             self._fail_batch(batch, self._error)
-        for b in list(self._sealed) + ([self._open] if self._open else []):
-            self._fail_batch(b, self._error)
-        self._sealed.clear()
-        self._open = None
+        self._fail_pending(self._error)
         self._wake.set()
         self._acked.set()
         self._space.set()

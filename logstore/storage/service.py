@@ -23,7 +23,7 @@ import grpc
 
 from ..codec import BlockHeader, DecodedBlock
 from ..config import Config
-from ..errors import QuorumUnavailableError, StorageError, WriterFencedError
+from ..errors import QuorumUnavailableError, StorageError, StorageFullError, WriterFencedError
 from ..meta import MetaStore
 from ..proto import QuorumInfo, encode_layout
 from ..rpc import (METHODS, SERVICE, AddEntriesRequest, AddEntryState, CleanSegmentRequest, Code,
@@ -33,6 +33,7 @@ from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .objects import ObjectBackend, ObjectCursor
 
 log = logging.getLogger(__name__)
+_LAC_PUSH_DELAY = 0.005  # bounds how stale a replica's LAC is; readers in other processes wait at most this more
 
 
 class NodeError(Exception):
@@ -134,6 +135,9 @@ class ServiceSegmentWriter(SegmentWriter):
             self._lac_task = asyncio.create_task(self._push_lac())
 
     async def _push_lac(self) -> None:
+        """Coalesced: at most one push in flight, each carrying the newest LAC;
+        a short pause lets a burst of acks share one round of RPCs."""
+        await asyncio.sleep(_LAC_PUSH_DELAY)
         while self._lac_sent < self._lac:
             lac = self._lac
             req = UpdateLastAddConfirmedRequest(self.b.bucket, self.b.root, self.log_id, self.seg_id, lac)
@@ -142,8 +146,15 @@ class ServiceSegmentWriter(SegmentWriter):
             self._lac_sent = lac
 
     async def finalize(self, blocks: list[BlockRef], lac: int) -> int:
+        """CompleteSegment(lac) on every replica; at least one that holds all
+        entries up to ``lac`` must confirm (it will upload the segment)."""
         req = CompleteSegmentRequest(self.b.bucket, self.b.root, self.log_id, self.seg_id, lac)
-        await self.b.quorum_call(self.q, self.bad, "CompleteSegment", req, need=1, what=f"complete {self.seg_id}")
+        replies = await asyncio.gather(*(self.b.node(n).call("CompleteSegment", req, self.b.timeout)
+                                         for n in self.q.nodes), return_exceptions=True)
+        if not any(not isinstance(r, BaseException) and r.last_entry_id >= lac for r in replies):
+            errors = "; ".join(str(r) for r in replies if isinstance(r, BaseException))
+            raise QuorumUnavailableError(f"complete {self.log_id}/{self.seg_id}: no LogStore holding every entry "
+                                         f"up to {lac} answered ({errors or 'replicas lag'})")
         return sum(b.size for b in blocks)
 
     async def close(self) -> None:
@@ -192,6 +203,7 @@ class ServiceBackend(Backend):
         tasks = {asyncio.ensure_future(self.node(n).call(name, req, self.timeout)): n for n in targets}
         ok: list[Any] = []
         errors: list[str] = []
+        full = 0  # nodes that pushed back for lack of disk: healthy, not dropped
         pending = set(tasks)
         try:
             while pending and len(ok) < need:
@@ -205,7 +217,10 @@ class ServiceBackend(Backend):
                         if e.code in (Code.FENCED, Code.COMPLETED):
                             raise WriterFencedError(f"{what}: segment fenced or completed on {e.endpoint} "
                                                     "(another writer took over)") from None
-                        bad.add(tasks[t])
+                        if e.code in (Code.DISK_SOFT_LIMIT, Code.DISK_FULL):
+                            full += 1
+                        else:
+                            bad.add(tasks[t])
                         errors.append(str(e))
                 if len(ok) + len(pending) < need:
                     break
@@ -216,6 +231,8 @@ class ServiceBackend(Backend):
             else:
                 for t in pending:
                     t.cancel()
+        if len(ok) < need and full and len(ok) + full >= need:
+            raise StorageFullError(f"{what}: LogStores are above their disk limits ({'; '.join(errors)})")
         if len(ok) < need:
             raise QuorumUnavailableError(f"{what}: {len(ok)} of {need} LogStores answered within "
                                          f"{self.timeout:g}s ({'; '.join(errors) or 'timed out'})")

@@ -102,3 +102,37 @@ async def test_two_killed_fast_quorum_error_then_resume(service_cluster):
         r = await log.open_reader(EARLIEST)
         got = [(await r.read_next(timeout=10)).payload for _ in range(11)]
         assert got[:10] == [b"a%d" % i for i in range(10)] and got[10] == b"b0"
+
+
+async def test_ensemble_loses_quorum_writer_moves_on_without_error(service_cluster):
+    """Four LogStores, an ensemble of three: kill two of the ensemble mid-stream.
+    The writer seals the segment at what it acknowledged and continues on a new
+    ensemble; no append fails, nothing acknowledged is lost or duplicated."""
+    sc = service_cluster(n=4)
+    async with logstore.Client(sc.config) as c:
+        log = await c.create_log("move")
+        w = await log.open_writer()
+        acked = []
+
+        async def stream():
+            for i in range(300):
+                acked.append((await w.append(b"m%d" % i), i))
+
+        task = asyncio.create_task(stream())
+        while len(acked) < 80:
+            await asyncio.sleep(0.005)
+        q = (await c.meta.segments("move"))[-1].value.quorum
+        victims = [s for s in sc.logstores if s.endpoint in q.nodes][:2]
+        for s in victims:
+            s.kill()
+        await asyncio.wait_for(task, 90)
+        assert [i for _, i in acked] == list(range(300))
+        ids = [m for m, _ in acked]
+        assert ids == sorted(ids) and ids[-1].segment_id > ids[0].segment_id
+        await w.close()
+        r = await log.open_reader(EARLIEST)
+        got = [await r.read_next(timeout=10) for _ in range(300)]
+        assert [m.payload for m in got] == [b"m%d" % i for i in range(300)]
+        assert [m.id for m in got] == ids
+        with pytest.raises(TimeoutError):
+            await r.read_next(timeout=0.5)
