@@ -203,9 +203,12 @@ def _bench_append(args: argparse.Namespace) -> dict[str, Any]:
             raw["mb_per_s"] = round(raw["mb_per_s"] / 3, 1)
             raw["what"] += ", divided by 3 replicas sharing the disk"
         else:
-            block = max(size, cfg["woodpecker.logstore.segmentSyncPolicy.maxFlushSize"])
+            # the writer closes a block once its payload reaches maxFlushSize: compare with PUTs of that
+            # block's size, as many in flight as the appends in flight can fill
+            per_block = max(1, -(-cfg["woodpecker.logstore.segmentSyncPolicy.maxFlushSize"] // size))
+            block = per_block * size
             parallel = max(1, min(cfg["woodpecker.logstore.segmentSyncPolicy.maxFlushThreads"],
-                                  (args.concurrency * size + block - 1) // block))
+                                  args.concurrency // per_block))
             raw = asyncio.run(_raw_puts(cfg, block, parallel, args.seconds, prog))
         prog = _Progress(args.seconds)
         ours = asyncio.run(_bench_log(cfg, size, args.concurrency, args.seconds, prog))

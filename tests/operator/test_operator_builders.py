@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from opsupport import check_golden, cluster_body, sample
 from picchio_operator.model import cluster as b
 from picchio_operator.model import constants as k

@@ -5,11 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from opsupport import NOW
-from picchio_operator.model.conditions import (Cond, cond, format_time, get_condition, parse_time, remove_condition,
-                                               same_conditions, set_condition, set_conditions, status_changed,
-                                               summarize)
+from picchio_operator.model.conditions import (
+    Cond,
+    cond,
+    format_time,
+    get_condition,
+    parse_time,
+    remove_condition,
+    same_conditions,
+    set_condition,
+    set_conditions,
+    status_changed,
+    summarize,
+)
 
 LATER = NOW + timedelta(minutes=5)
 

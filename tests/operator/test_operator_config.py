@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from opsupport import check_golden, cluster_body, sample
-from logstore.config import Config
 from picchio_operator.model.config import InvalidConfig, client_config, nest, render_config
 from picchio_operator.model.spec import SpecError, parse_cluster
+
+from logstore.config import Config
 
 
 def test_rendered_sample_golden() -> None:

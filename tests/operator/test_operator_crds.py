@@ -6,12 +6,11 @@ tests/operator_cluster; here we check they exist and name their field.)"""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
-
 from opsupport import REPO
 from picchio_operator.model.spec import parse_cluster, parse_log
 

@@ -3,10 +3,16 @@ never touched, ambiguity is a conflict, not a takeover."""
 from __future__ import annotations
 
 import pytest
-
 from opsupport import check_golden, cluster_body, sample
-from picchio_operator.model.lifecycle import (LifecycleConflict, desired_rules, merge_rules, missing_rules, our_ids,
-                                              rule_id_prefix, rules_equal)
+from picchio_operator.model.lifecycle import (
+    LifecycleConflict,
+    desired_rules,
+    merge_rules,
+    missing_rules,
+    our_ids,
+    rule_id_prefix,
+    rules_equal,
+)
 from picchio_operator.model.spec import parse_cluster
 
 FOREIGN = [

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from opsupport import REPO
 from picchio_operator.adapters.kube import _KINDS
 from picchio_operator.model import constants as k
@@ -49,7 +48,7 @@ def test_rbac_covers_every_kind_the_operator_touches(api_version: str, kind: str
     _, plural = _KINDS[(api_version, kind)]
     verbs = granted(group, plural)
     if kind == "Secret":
-        assert verbs == {"get"}  # credentials are only read
+        assert verbs == {"get", "patch"}  # read, and the in-use finalizer
     else:
         assert {"get", "create", "patch"} <= verbs  # server-side apply
         assert "delete" not in verbs  # children go by ownerReference garbage collection

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from picchio_operator.metrics import Metrics
 
 
@@ -11,9 +10,8 @@ def test_counters_and_summary_render() -> None:
     m.inc("picchio_operator_gc_bytes_total", 1234)
     with m.reconcile("WoodpeckerLog"):
         pass
-    with pytest.raises(RuntimeError):
-        with m.reconcile("WoodpeckerLog"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), m.reconcile("WoodpeckerLog"):
+        raise RuntimeError("boom")
     text = m.render()
     assert "picchio_operator_gc_bytes_total 1234" in text
     assert 'picchio_operator_reconciles_total{kind="WoodpeckerLog",result="ok"} 1' in text

@@ -5,13 +5,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from opsupport import NOW
-from logstore.ids import MessageId
-from picchio_operator.model.log import (GcResult, LogObservation, SegmentView, bytes_watermark, first_live_id, gc_due,
-                                        log_status, retention_watermark, seconds_watermark, segments_awaiting_gc)
 from picchio_operator.model.conditions import cond
+from picchio_operator.model.log import (
+    GcResult,
+    LogObservation,
+    SegmentView,
+    bytes_watermark,
+    first_live_id,
+    gc_due,
+    log_status,
+    retention_watermark,
+    seconds_watermark,
+    segments_awaiting_gc,
+)
 from picchio_operator.model.spec import parse_log
+
+from logstore.ids import MessageId
 
 H = timedelta(hours=1)
 

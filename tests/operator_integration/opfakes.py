@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from picchio_operator.adapters.kube import NotFound
 
@@ -64,6 +65,18 @@ class FakeKube:
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.obj(kind, namespace, name)
+
+    async def set_finalizer(self, api_version: str, kind: str, namespace: str, name: str, finalizer: str,
+                            present: bool, *, attempts: int = 4) -> bool:
+        o = self.objects.get((kind, namespace, name))
+        if o is None:
+            return False
+        fins = o["metadata"].setdefault("finalizers", [])
+        if present and finalizer not in fins:
+            fins.append(finalizer)
+        if not present and finalizer in fins:
+            fins.remove(finalizer)
+        return True
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         s = self.objects.get(("Secret", namespace, name))

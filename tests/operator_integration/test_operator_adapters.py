@@ -6,7 +6,6 @@ import uuid
 
 import boto3
 import pytest
-
 from picchio_harness.procs import free_port
 from picchio_operator.adapters import bucket as B
 from picchio_operator.adapters.etcd import EtcdError, EtcdKeyspace

@@ -13,8 +13,9 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -62,7 +63,9 @@ class Kube:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        raw = body if body is None or isinstance(body, str) else json.dumps(body)
+        # The REST layer JSON-encodes bodies of JSON content types itself; an
+        # apply patch (YAML content type) goes as text — JSON is valid YAML.
+        raw = json.dumps(body) if body is not None and content_type and content_type.endswith("yaml") else body
         m, url, hdrs, b, post = self.api.param_serialize(
             method=method, resource_path=path, query_params=query or [], header_params=headers,
             body=raw, auth_settings=["BearerToken"])
@@ -72,7 +75,7 @@ class Kube:
             resp.read()
         except ApiException as e:  # transport-level failure mapped by the client
             raise KubeError(f"{method} {path}: {e.reason or e}", e.status) from e
-        except Exception as e:  # noqa: BLE001 - urllib3/ssl/socket errors: the API server is unreachable
+        except Exception as e:
             raise KubeError(f"{method} {path}: {e!r}") from e
         text = resp.data.decode("utf-8", "replace") if resp.data else ""
         if not 200 <= resp.status <= 299:
@@ -122,6 +125,32 @@ class Kube:
             return await self._request("GET", self._path(api_version, kind, namespace, name))
         except NotFound:
             return None
+
+    async def set_finalizer(self, api_version: str, kind: str, namespace: str, name: str, finalizer: str,
+                            present: bool, *, attempts: int = 4) -> bool:
+        """Add or remove one finalizer, keeping everyone else's: read, edit the
+        list, write it back guarded by resourceVersion (a concurrent edit is a
+        409 and we re-read).  False if the object does not exist."""
+        path = self._path(api_version, kind, namespace, name)
+        for attempt in range(1, attempts + 1):
+            obj = await self.get(api_version, kind, namespace, name)
+            if obj is None:
+                return False
+            meta = obj["metadata"]
+            current = list(meta.get("finalizers") or [])
+            if (finalizer in current) == present:
+                return True
+            wanted = current + [finalizer] if present else [f for f in current if f != finalizer]
+            body = {"metadata": {"finalizers": wanted, "resourceVersion": meta["resourceVersion"]}}
+            try:
+                await self._request("PATCH", path, body=body, content_type="application/merge-patch+json")
+                return True
+            except NotFound:
+                return False
+            except KubeError as e:
+                if e.status != 409 or attempt == attempts:
+                    raise
+        return False
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's data, decoded.  Raises :class:`NotFound` naming it."""

@@ -8,9 +8,10 @@ replicas" — are unit-tested without a cluster.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .cluster import selector_string
 from .conditions import FALSE, TRUE, UNKNOWN, Cond, cond, set_conditions, summarize
@@ -29,7 +30,7 @@ class StatefulSetObservation:
     generation: int = 0
 
     @classmethod
-    def from_object(cls, sts: Mapping[str, Any] | None) -> "StatefulSetObservation | None":
+    def from_object(cls, sts: Mapping[str, Any] | None) -> StatefulSetObservation | None:
         if not sts:
             return None
         st = sts.get("status") or {}
@@ -68,12 +69,14 @@ def logstores_conditions(c: ClusterSpec, sts: StatefulSetObservation | None) -> 
 
 
 def cluster_status(c: ClusterSpec, *, old_conditions: Sequence[Mapping[str, Any]] | None,
-                   config: Cond, etcd: Cond | None, storage: Cond | None,
+                   gates: Sequence[Cond], etcd: Cond | None, storage: Cond | None,
                    sts: StatefulSetObservation | None, logs: int | None,
                    config_hash: str | None, meta_prefix: str | None, now: datetime) -> dict[str, Any]:
-    """The full status to write.  ``etcd``/``storage`` None means "not checked
-    in this pass" and keeps whatever the previous pass found (Unknown at first)."""
-    parts: list[Cond] = [config]
+    """The full status to write.  ``gates`` are outcomes that are not
+    conditions of their own but keep Ready False (an invalid spec.config, a
+    failed apply).  ``etcd``/``storage`` None means "not checked in this pass"
+    and keeps whatever the previous pass found (Unknown at first)."""
+    parts: list[Cond] = list(gates)
     etcd = etcd or _previous(old_conditions, ETCD_READY)
     storage = storage or _previous(old_conditions, STORAGE_READY)
     parts += [etcd, storage]
@@ -112,5 +115,15 @@ def _previous(old: Sequence[Mapping[str, Any]] | None, type_: str) -> Cond:
     return Cond(type_, UNKNOWN, "NotChecked", "not checked yet")
 
 
-__all__ = ["READY", "ETCD_READY", "STORAGE_READY", "LOGSTORES_READY", "DEGRADED", "TRUE", "FALSE",
-           "StatefulSetObservation", "cluster_status", "logstores_conditions"]
+__all__ = [
+    "DEGRADED",
+    "ETCD_READY",
+    "FALSE",
+    "LOGSTORES_READY",
+    "READY",
+    "STORAGE_READY",
+    "TRUE",
+    "StatefulSetObservation",
+    "cluster_status",
+    "logstores_conditions",
+]

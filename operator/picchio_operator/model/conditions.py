@@ -8,9 +8,10 @@ watch event for every client).  ``set_condition`` keeps the time, and
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 _MAX_MESSAGE = 32768
@@ -19,14 +20,14 @@ _MAX_MESSAGE = 32768
 def format_time(t: datetime) -> str:
     """RFC 3339 in UTC with second precision, as metav1.Time serialises."""
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(s: str | None) -> datetime | None:
     if not s:
         return None
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,21 @@ def is_true(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> bool:
 
 def same_conditions(a: Sequence[Mapping[str, Any]] | None, b: Sequence[Mapping[str, Any]] | None) -> bool:
     """Equal as list-maps (order ignored); used to skip no-op status writes."""
-    key = lambda cs: sorted((tuple(sorted(c.items())) for c in cs or ()), key=repr)  # noqa: E731
+    key = lambda cs: sorted((tuple(sorted(c.items())) for c in cs or ()), key=repr)
     return key(a) == key(b)
+
+
+def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether writing ``new`` would change anything (conditions compared as
+    list-maps), so timers do not write identical status every tick."""
+    old = dict(old or {})
+    for key, val in new.items():
+        if key == "conditions":
+            if not same_conditions(old.get("conditions"), val):
+                return True
+        elif old.get(key) != val:
+            return True
+    return False
 
 
 def summarize(parts: Sequence[Cond], *, ready_type: str = "Ready", ready_reason: str = "Ready",

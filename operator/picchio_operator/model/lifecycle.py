@@ -13,7 +13,8 @@ a silent takeover.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .spec import ClusterSpec
 

@@ -25,14 +25,15 @@ is above the current one.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from logstore.errors import InvalidArgumentError
 from logstore.ids import MessageId
 
-from .conditions import Cond, cond, format_time, parse_time, same_conditions, set_conditions
+from .conditions import Cond, cond, format_time, parse_time, set_conditions, status_changed  # noqa: F401
 from .spec import LogSpec
 
 READY, GARBAGE_COLLECTED = "Ready", "GarbageCollected"
@@ -255,16 +256,3 @@ def gc_due(spec: LogSpec, old_status: Mapping[str, Any] | None, now: datetime) -
     which the handler decides)."""
     last = parse_time((old_status or {}).get("lastGcTime"))
     return last is None or (now - last).total_seconds() >= spec.gc_interval_seconds
-
-
-def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """Whether writing ``new`` would change anything (conditions compared as
-    list-maps), so timers do not write identical status every tick."""
-    old = dict(old or {})
-    for key, val in new.items():
-        if key == "conditions":
-            if not same_conditions(old.get("conditions"), val):
-                return True
-        elif old.get(key) != val:
-            return True
-    return False

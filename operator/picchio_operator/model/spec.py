@@ -7,10 +7,11 @@ checks that the defaults here equal the CRD's.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from .constants import client_service_name, SERVICE_PORT
+from .constants import SERVICE_PORT, client_service_name
 
 
 class SpecError(ValueError):

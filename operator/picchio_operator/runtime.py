@@ -1,0 +1,80 @@
+"""What every handler shares, held in kopf's memo: the Kubernetes adapter,
+the pool of log clients, per-object locks, metrics and tunables.
+
+Why per-object locks: kopf runs an object's change handlers, its timer and
+the StatefulSet watcher concurrently; each computes conditions from a fresh
+read and writes the whole list, so two passes on one object must not
+interleave (last writer would erase the other's transition times)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from .adapters.kube import Kube
+from .adapters.logs import LogClients
+from .metrics import Metrics
+
+
+@dataclass
+class Tunables:
+    cluster_resync_seconds: float = 60.0   # full cluster reconcile (drift, storage re-check)
+    log_tick_seconds: float = 10.0         # WoodpeckerLog status refresh; GC when due
+    etcd_timeout: float = 5.0
+    s3_timeout: float = 10.0
+    log_call_timeout: float = 60.0
+    purge_batch_objects: int = 50_000      # objects deleted per deletion pass (then retried)
+    backoff_base: float = 5.0
+    backoff_max: float = 300.0
+
+
+KopfLogger = logging.Logger | logging.LoggerAdapter[Any]  # what kopf passes as ``logger``
+
+
+class Events:
+    """Kubernetes events, posted through kopf's queue (never blocks a
+    handler).  ``kopf.event`` rather than ``kopf.info``: the latter obeys the
+    posting level, which the operator raises to WARNING so that handler logs
+    do not flood events — these are the events users asked for.  A separate
+    object so tests can record events instead."""
+
+    def info(self, body: Any, reason: str, message: str) -> None:
+        kopf.event(body, type="Normal", reason=reason, message=message)
+
+    def warn(self, body: Any, reason: str, message: str) -> None:
+        kopf.event(body, type="Warning", reason=reason, message=message)
+
+
+class Locks:
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def __call__(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: str) -> None:
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._locks[key]
+
+
+@dataclass
+class Runtime:
+    kube: Kube
+    logs: LogClients = field(default_factory=LogClients)
+    locks: Locks = field(default_factory=Locks)
+    metrics: Metrics = field(default_factory=Metrics)
+    tunables: Tunables = field(default_factory=Tunables)
+    events: Events = field(default_factory=Events)
+
+    def backoff(self, retry: int) -> float:
+        """Delay before kopf retries a failed handler: exponential, capped."""
+        return min(self.tunables.backoff_max, self.tunables.backoff_base * 2 ** min(max(retry, 0), 10))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
