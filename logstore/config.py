@@ -227,6 +227,10 @@ def validate_overrides(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _coerce(_BY_KEY[k], v) for k, v in _flatten(d)}
 
 
+def _env_name(key: str) -> str:
+    return "PICCHIO_" + key.upper().replace(".", "_")
+
+
 def _render_duration(seconds: float) -> str:
     ms = seconds * 1000
     return f"{ms:g}ms" if ms < 1000 or not float(seconds).is_integer() else f"{seconds:g}s"
@@ -284,6 +288,16 @@ class Config(Mapping[str, Any]):
     def __repr__(self) -> str:
         shown = {k: ("***" if "secret" in k.lower() or "password" in k.lower() else v) for k, v in self._values.items()}
         return f"Config({shown!r})"
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> "Config":
+        """Overrides from ``PICCHIO_<KEY>`` variables (the key upper-cased, dots
+        as underscores: ``PICCHIO_MINIO_SECRETACCESSKEY``) — how secrets reach
+        pods without entering a ConfigMap.  Entry points call this; the library
+        itself never reads the environment."""
+        import os
+        env = os.environ if environ is None else environ
+        changes = {s.key: env[_env_name(s.key)] for s in SETTINGS if _env_name(s.key) in env}
+        return self.with_values(changes) if changes else self
 
     def to_dict(self, nested: bool = False) -> dict[str, Any]:
         """The settings in a form ``Config.from_dict`` reads back unchanged

@@ -32,10 +32,12 @@ class SegmentInfo:
     last_entry_id: int | None
     size: int
     create_time: int  # unix ms
+    completion_time: int = 0  # unix ms; 0 while Active
 
     def as_dict(self) -> dict:
         return {"id": self.id, "state": self.state, "first_entry_id": self.first_entry_id,
-                "last_entry_id": self.last_entry_id, "size": self.size, "create_time": self.create_time}
+                "last_entry_id": self.last_entry_id, "size": self.size, "create_time": self.create_time,
+                "completion_time": self.completion_time}
 
 
 @dataclass
@@ -105,7 +107,7 @@ class LogHandle:
             last = m.last_entry_id if m.state != SegmentState.ACTIVE else await self.backend.last_entry(
                 self.log_id, m.seg_no, quorum=m.quorum)
             out.append(SegmentInfo(m.seg_no, _STATE_NAMES.get(m.state, str(m.state)), 0 if last >= 0 else None,
-                                   last if last >= 0 else None, m.size, m.create_time))
+                                   last if last >= 0 else None, m.size, m.create_time, m.completion_time))
         return out
 
     async def truncated_id(self) -> MessageId | None:

@@ -14,7 +14,7 @@ from ..errors import InvalidArgumentError
 
 
 def _load_config(path: str | None) -> Config:
-    return Config.from_yaml(path) if path else Config()
+    return (Config.from_yaml(path) if path else Config()).with_env()
 
 
 def _position(text: str) -> MessageId:
@@ -181,8 +181,11 @@ def _passthrough(group: str, head: list[str], rest: list[str]) -> int:
         from picchio_harness.cli import main as dev_main
         return dev_main(rest)
     if group == "operator":
+        if not rest or rest[0] != "run":
+            print("usage: picchio operator run [options]   (see picchio operator run --help)", file=sys.stderr)
+            return 2
         from picchio_operator.main import run
-        return run(head + rest)
+        return run(rest[1:])
     from ..server.main import main as logstore_main
     cfg = [a for i, a in enumerate(head) if a in ("--config", "-c") or i and head[i - 1] in ("--config", "-c")]
     return logstore_main(rest + cfg if "serve" in rest and "--config" not in rest else rest)

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from ..config import Config
+from ..errors import LogstoreError
 from ..meta import MetaStore
 from .http import serve_http
 from .membership import Registration
@@ -100,13 +101,28 @@ def main(argv: list[str]) -> int:
     s = sub.add_parser("serve", help="run a LogStore server")
     s.add_argument("--config", "-c", help="woodpecker.yaml-style configuration")
     s.add_argument("--ready-file", help="write 'endpoint httpPort' here once serving (for harnesses)")
+    s.add_argument("--advertise-address", help="host:port clients use (e.g. $(POD_NAME).svc:18080 in a StatefulSet)")
+    s.add_argument("--node-id", help="node id in etcd (default: derived from the advertised address)")
+    s.add_argument("--zone", help="availability zone (for zone-spread ensembles)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg = Config.from_yaml(args.config) if args.config else Config()
+    try:
+        cfg = (Config.from_yaml(args.config) if args.config else Config()).with_env()
+    except LogstoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import os
+    advertise = args.advertise_address or os.environ.get("PICCHIO_ADVERTISE_ADDRESS")
+    flags = {"woodpecker.logstore.advertiseAddress": advertise, "woodpecker.logstore.nodeId": args.node_id,
+             "woodpecker.logstore.zone": args.zone}
+    cfg = cfg.with_values({k: v for k, v in flags.items() if v})
     try:
         asyncio.run(serve(cfg, args.ready_file))
     except KeyboardInterrupt:
         pass
+    except LogstoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

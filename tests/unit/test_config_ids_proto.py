@@ -94,3 +94,12 @@ def test_to_dict_round_trips():
     assert Config.from_dict(c.to_dict()) == c
     assert Config.from_dict(c.to_dict(nested=True)) == c
     assert c.to_dict(nested=True)["minio"]["port"] == 9001
+
+
+def test_env_overrides_for_entry_points():
+    c = Config({"minio.secretAccessKey": "from-file"}).with_env(
+        {"PICCHIO_MINIO_SECRETACCESSKEY": "from-secret", "PICCHIO_MINIO_PORT": "9100", "UNRELATED": "x"})
+    assert c["minio.secretAccessKey"] == "from-secret" and c["minio.port"] == 9100
+    with pytest.raises(ConfigError) as e:
+        Config().with_env({"PICCHIO_MINIO_PORT": "nine"})
+    assert "minio.port" in str(e.value)

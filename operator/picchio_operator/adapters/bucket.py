@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -225,12 +226,11 @@ def purge(s3: Any, spec: ClusterSpec, *, max_objects: int = 100_000) -> tuple[in
     prefix = spec.storage.root_prefix
     while deleted < max_objects:
         batch = min(1000, max_objects - deleted)
-        page = _call("list objects", lambda n=batch: s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=n))
+        page = _call("list objects", partial(s3.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=batch))
         keys = [{"Key": o["Key"]} for o in page.get("Contents") or ()]
         if not keys:
             return deleted, True
-        out = _call("delete objects",
-                    lambda ks=keys: s3.delete_objects(Bucket=bucket, Delete={"Objects": ks, "Quiet": True}))
+        out = _call("delete objects", partial(s3.delete_objects, Bucket=bucket, Delete={"Objects": keys, "Quiet": True}))
         errors = out.get("Errors") or []
         if errors:
             raise StorageError(f"delete objects: {len(errors)} failed, e.g. {errors[0]}", "DeleteFailed")

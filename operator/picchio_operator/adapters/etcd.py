@@ -137,5 +137,5 @@ class EtcdKeyspace:
 async def _close(client: aetcd.Client) -> None:
     try:
         await asyncio.wait_for(client.close(), 2.0)
-    except (TimeoutError, Exception):  # noqa: BLE001 - closing a broken channel may fail any way
-        pass
+    except (TimeoutError, Exception) as e:  # noqa: BLE001 - closing a broken channel may fail any way
+        log.debug("closing etcd client: %r", e)

@@ -151,7 +151,7 @@ async def _delete_handler(body: Any, memo: Any, retry: int, logger: KopfLogger, 
         rt.locks.forget(s.uid)
         return
     try:
-        ops, _ = await _ops_for(rt, s)
+        ops, _key = await _ops_for(rt, s)
         existed = await ops.delete_log(s.log_name)
     except NotReady as e:
         if e.reason == "ClusterNotFound":
