@@ -19,12 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
-                     BlockBuilder, DecodedBlock, Footer, HeaderRecord, decode_block, decode_index,
-                     encode_index_and_footer, parse_footer)
+from ..codec import BlockBuilder, DecodedBlock, Footer, decode_block
 from ..errors import CorruptionError, LogstoreError
-from ..storage.base import BlockRef, index_records
-from ..storage.local import LocalBackend, _fsync_dir, _makedirs_durable, _writev_all
+from ..storage.base import BlockRef
+from ..storage.segfile import SegmentFile, fsync_dir, makedirs_durable, read_layout
 from ..rpc import Code
 
 _GAP_WAIT = 5.0
@@ -54,8 +52,7 @@ class StagedSegment:
         self.fenced = False
         self.footer: Footer | None = None
         self.compacted = False
-        self.fd = -1
-        self.pos = 0
+        self.file = SegmentFile(self.path)
         self.bytes = 0
         self._pending: list[_Pending] = []
         self._flushing: asyncio.Task | None = None
@@ -73,34 +70,18 @@ class StagedSegment:
         return s
 
     def _recover(self) -> None:
-        import mmap
         fd = os.open(self.path, os.O_RDWR)
-        size = os.fstat(fd).st_size
         try:
-            buf = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
-            try:
-                footer = parse_footer(memoryview(buf)[max(0, size - FOOTER_RECORD_SIZE):]) if size else None
-                if footer is not None:
-                    idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
-                    self.blocks = [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size,
-                                            i.start_offset) for i in decode_index(buf, footer.total_blocks, idx_off)]
-                    self.footer = footer
-                    end = size
-                else:
-                    self.blocks, end = LocalBackend._scan_valid(buf, size, self.log_id, self.seg_id)
-            finally:
-                if size:
-                    buf.close()  # type: ignore[union-attr]
+            self.footer, self.blocks, end = read_layout(fd, self.log_id, self.seg_id)
             if self.footer is None:
                 os.ftruncate(fd, end)  # drop a torn tail: it was never acknowledged
-                self.pos = end
         except BaseException:
             os.close(fd)
             raise
-        self.fd = fd
+        self.file.fd, self.file.pos = fd, end
         self.last_entry = self.blocks[-1].last_entry_id if self.blocks else -1
         self.next_expected = self.last_entry + 1
-        self.bytes = self.pos if self.footer is None else size
+        self.bytes = end
         if self.footer is not None:
             self.lac = self.footer.lac if self.footer.has_lac else self.last_entry
 
@@ -173,33 +154,17 @@ class StagedSegment:
             self._changed.set()
 
     def _write(self, batch: list[_Pending]) -> None:
-        if self.fd < 0:
-            _makedirs_durable(self.dir)
-            self.fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-            _fsync_dir(self.dir)
+        if self.file.fd < 0:
+            makedirs_durable(self.dir)
+            self.file.create()
         bb = BlockBuilder()
         for p in batch:
             for v in p.values:
                 bb.add_raw(v)
-        first = batch[0].first
-        hdr = bb.header(len(self.blocks), first)
-        prefix = [HeaderRecord(0).encode()] if self.pos == 0 else []
-        start = self.pos
-        try:
-            _writev_all(self.fd, [*prefix, hdr.encode(), *bb.pieces], start)
-            os.fdatasync(self.fd)
-        except OSError:
-            try:
-                os.ftruncate(self.fd, start)
-            except OSError:
-                pass
-            raise
-        offset = start + (HEADER_RECORD_SIZE if prefix else 0)
-        size = BLOCK_HEADER_RECORD_SIZE + hdr.block_length
-        self.blocks.append(BlockRef(hdr.block_number, hdr.first_entry_id, hdr.last_entry_id, size, offset))
-        self.pos = offset + size
-        self.bytes = self.pos
-        self.last_entry = hdr.last_entry_id
+        ref = self.file.append_block(bb.header(len(self.blocks), batch[0].first), bb.pieces)
+        self.blocks.append(ref)
+        self.bytes = self.file.pos
+        self.last_entry = ref.last_entry_id
 
     # -- control -------------------------------------------------------------------------
     async def drain(self) -> None:
@@ -220,13 +185,13 @@ class StagedSegment:
         return self.last_entry
 
     def _write_fence(self) -> None:
-        _makedirs_durable(self.dir)
+        makedirs_durable(self.dir)
         with open(self.dir / "write.fence", "w") as f:
             f.write(f"logId={self.log_id}\nsegmentId={self.seg_id}\npid={os.getpid()}\n"
                     f"timestamp={int(time.time())}\nreason=fence\n")
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def update_lac(self, lac: int) -> None:
         """The writer's LAC; it may run ahead of what this replica has synced
@@ -249,21 +214,11 @@ class StagedSegment:
             return lac
 
     def _write_footer(self, lac: int) -> None:
-        if self.fd < 0:
-            _makedirs_durable(self.dir)
-            self.fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-        if self.pos == 0:
-            _writev_all(self.fd, [HeaderRecord(0).encode()], 0)
-            self.pos = HEADER_RECORD_SIZE
-        index = index_records(self.blocks, local=True)
-        footer = Footer(len(self.blocks), len(self.blocks), self.pos + len(index) * INDEX_RECORD_SIZE, self.pos,
-                        len(index) * INDEX_RECORD_SIZE, lac)
-        tail = encode_index_and_footer(index, footer)
-        _writev_all(self.fd, [tail], self.pos)
-        os.fdatasync(self.fd)
-        _fsync_dir(self.dir)
-        self.footer = footer
-        self.bytes = self.pos + len(tail)
+        if self.file.fd < 0:
+            makedirs_durable(self.dir)
+            self.file.create()
+        self.footer, self.bytes = self.file.write_footer(self.blocks, lac)
+        fsync_dir(self.dir)
 
     # -- reading -----------------------------------------------------------------------------
     def visible(self) -> int:
@@ -273,7 +228,7 @@ class StagedSegment:
         """Entries ≥ from_entry and ≤ the LAC, from local blocks."""
         limit = self.visible()
         out: list[tuple[int, bytes]] = []
-        if from_entry > limit or self.fd < 0 and not self.path.exists():
+        if from_entry > limit or not self.path.exists():
             return out
         used = 0
         rfd = os.open(self.path, os.O_RDONLY)
@@ -314,16 +269,14 @@ class StagedSegment:
     def mark_compacted(self) -> None:
         """The footer is in object storage: keep a tombstone, drop the local data."""
         (self.dir / "data.compacted").touch()
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self.close()
         self.path.unlink(missing_ok=True)
         self.compacted = True
         self.blocks = []
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.file.close()
 
     def remove(self) -> None:
         self.close()

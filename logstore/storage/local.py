@@ -12,63 +12,22 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
-import mmap
 import os
 import shutil
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
-                     BlockHeader, DecodedBlock, Footer, HeaderRecord, RecordType, decode_block, decode_index,
-                     decode_record, encode_index_and_footer, parse_footer, split_header)
+                     BlockHeader, DecodedBlock, Footer, RecordType, decode_block, decode_index, decode_record,
+                     parse_footer, split_header)
 from ..config import Config
 from ..errors import CorruptionError, StorageError, WriterFencedError
-from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter, index_records
+from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
+from .segfile import SegmentFile, claimed_length, fsync_dir, makedirs_durable, read_layout
 
-_IOV_MAX = 1000
 _LOCK_WAIT = 30.0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _makedirs_durable(path: Path) -> None:
-    """mkdir -p, fsyncing each parent whose entry we created."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-        except FileExistsError:
-            pass
-        _fsync_dir(d.parent)
-
-
-def _writev_all(fd: int, pieces: list, offset: int) -> None:
-    """pwritev every piece at ``offset``, coping with partial writes."""
-    bufs = [memoryview(p) for p in pieces if len(p)]
-    while bufs:
-        batch = bufs[:_IOV_MAX]
-        n = os.pwritev(fd, batch, offset)
-        offset += n
-        while n and bufs:
-            if n >= len(bufs[0]):
-                n -= len(bufs[0])
-                bufs.pop(0)
-            else:
-                bufs[0] = bufs[0][n:]
-                n = 0
 
 
 class _Lock:
@@ -116,8 +75,7 @@ class LocalSegmentWriter(SegmentWriter):
     def __init__(self, paths: _Paths, log_id: int, seg_id: int) -> None:
         self.paths, self.log_id, self.seg_id = paths, log_id, seg_id
         self.lock = _Lock(paths.lock)
-        self.fd = -1
-        self.pos = 0
+        self.file = SegmentFile(paths.data)
 
     def _check_fence(self) -> None:
         if self.paths.fence.exists():
@@ -127,9 +85,7 @@ class LocalSegmentWriter(SegmentWriter):
         self.lock.acquire()
         try:
             self._check_fence()
-            self.fd = os.open(self.paths.data, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-            os.fsync(self.fd)
-            _fsync_dir(self.paths.dir)
+            self.file.create()
         finally:
             self.lock.release()
 
@@ -141,22 +97,7 @@ class LocalSegmentWriter(SegmentWriter):
         self.lock.acquire()
         try:
             self._check_fence()
-            start = self.pos
-            prefix = [HeaderRecord(0).encode()] if start == 0 else []
-            try:
-                _writev_all(self.fd, [*prefix, header.encode(), *pieces], start)
-                os.fdatasync(self.fd)
-            except OSError:
-                # leave no torn bytes behind: a retry rewrites at the same offset
-                try:
-                    os.ftruncate(self.fd, start)
-                except OSError:
-                    pass
-                raise
-            offset = start + (HEADER_RECORD_SIZE if prefix else 0)
-            size = BLOCK_HEADER_RECORD_SIZE + header.block_length
-            self.pos = offset + size
-            return BlockRef(header.block_number, header.first_entry_id, header.last_entry_id, size, offset)
+            return self.file.append_block(header, pieces)
         finally:
             self.lock.release()
 
@@ -167,16 +108,7 @@ class LocalSegmentWriter(SegmentWriter):
         self.lock.acquire()
         try:
             self._check_fence()
-            if self.pos == 0:
-                _writev_all(self.fd, [HeaderRecord(0).encode()], 0)
-                self.pos = HEADER_RECORD_SIZE
-            index = index_records(blocks, local=True)
-            footer = Footer(len(blocks), len(blocks), self.pos + len(index) * INDEX_RECORD_SIZE,
-                            self.pos, len(index) * INDEX_RECORD_SIZE, lac)
-            tail = encode_index_and_footer(index, footer)
-            _writev_all(self.fd, [tail], self.pos)
-            os.fdatasync(self.fd)
-            return self.pos + len(tail)
+            return self.file.write_footer(blocks, lac)[1]
         finally:
             self.lock.release()
 
@@ -184,9 +116,7 @@ class LocalSegmentWriter(SegmentWriter):
         return await asyncio.to_thread(self._finalize, blocks, lac)
 
     async def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.file.close()
         self.lock.close()
 
 
@@ -211,7 +141,7 @@ class LocalBackend(Backend):
 
     async def start(self) -> None:
         try:
-            await asyncio.to_thread(_makedirs_durable, self.root)
+            await asyncio.to_thread(makedirs_durable, self.root)
         except OSError as e:
             raise StorageError(f"cannot create storage root {self.root}: {e}") from e
 
@@ -219,7 +149,7 @@ class LocalBackend(Backend):
         paths = self._paths(log_id, seg_id)
 
         def make() -> LocalSegmentWriter:
-            _makedirs_durable(paths.dir)
+            makedirs_durable(paths.dir)
             w = LocalSegmentWriter(paths, log_id, seg_id)
             try:
                 w.create()
@@ -233,14 +163,14 @@ class LocalBackend(Backend):
     # -- fence and recover ---------------------------------------------------
     def _recover(self, log_id: int, seg_id: int) -> Recovered:
         paths = self._paths(log_id, seg_id)
-        _makedirs_durable(paths.dir)
+        makedirs_durable(paths.dir)
         if not paths.fence.exists():
             with open(paths.fence, "w") as f:
                 f.write(f"logId={log_id}\nsegmentId={seg_id}\npid={os.getpid()}\n"
                         f"timestamp={int(time.time())}\nreason=fence\nhost={socket.gethostname()}\n")
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(paths.dir)
+            fsync_dir(paths.dir)
         lock = _Lock(paths.lock)
         try:
             lock.acquire()
@@ -252,70 +182,21 @@ class LocalBackend(Backend):
             lock.close()
 
     def _recover_locked(self, paths: _Paths, log_id: int, seg_id: int) -> Recovered:
-        fd = os.open(paths.data, os.O_CREAT | os.O_RDWR, 0o644)
+        f = SegmentFile(paths.data)
+        f.fd = os.open(paths.data, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            buf = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
-            try:
-                footer = parse_footer(memoryview(buf)[max(0, size - FOOTER_RECORD_SIZE):]) if size else None
-                if footer is not None:
-                    idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
-                    index = decode_index(buf, footer.total_blocks, idx_off)
-                    blocks = [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size, i.start_offset)
-                              for i in index]
-                    last = blocks[-1].last_entry_id if blocks else -1
-                    return Recovered(blocks, footer.lac if footer.has_lac else last, size, True)
-                blocks, end = self._scan_valid(buf, size, log_id, seg_id)
-            finally:
-                if size:
-                    buf.close()  # type: ignore[union-attr]
-            # drop the torn tail (a crash mid-write), then complete the segment
-            if end < HEADER_RECORD_SIZE:
-                os.ftruncate(fd, 0)
-                _writev_all(fd, [HeaderRecord(0).encode()], 0)
-                end = HEADER_RECORD_SIZE
-            else:
-                os.ftruncate(fd, end)
-            index = index_records(blocks, local=True)
+            footer, blocks, end = read_layout(f.fd, log_id, seg_id)
             last = blocks[-1].last_entry_id if blocks else -1
-            footer = Footer(len(blocks), len(blocks), end + len(index) * INDEX_RECORD_SIZE, end,
-                            len(index) * INDEX_RECORD_SIZE, last)
-            tail = encode_index_and_footer(index, footer)
-            _writev_all(fd, [tail], end)
-            os.fdatasync(fd)
-            _fsync_dir(paths.dir)
-            return Recovered(blocks, last, end + len(tail), False)
+            if footer is not None:
+                return Recovered(blocks, footer.lac if footer.has_lac else last, end, True)
+            # drop the torn tail (a crash mid-write), then complete the segment
+            os.ftruncate(f.fd, end)
+            f.pos = end
+            _, size = f.write_footer(blocks, last)
+            fsync_dir(paths.dir)
+            return Recovered(blocks, last, size, False)
         finally:
-            os.close(fd)
-
-    @staticmethod
-    def _scan_valid(buf, size: int, log_id: int, seg_id: int) -> tuple[list[BlockRef], int]:
-        """Durable blocks from the start; a damaged block that reaches the end of
-        the file is a torn tail (dropped), one followed by more bytes is corruption."""
-        if size < HEADER_RECORD_SIZE:
-            return [], 0
-        try:
-            _, off = split_header(buf)
-        except CorruptionError:
-            if size <= HEADER_RECORD_SIZE:
-                return [], 0
-            raise
-        blocks: list[BlockRef] = []
-        while off < size:
-            try:
-                b = decode_block(buf, off)
-            except CorruptionError as e:
-                claimed = _claimed_end(buf, off)
-                if claimed is not None and off + claimed < size:
-                    raise CorruptionError(f"damaged block followed by more data: {e}", log=str(log_id),
-                                          segment=seg_id, block=len(blocks)) from e
-                break
-            if b is None:
-                break
-            h = b.header
-            blocks.append(BlockRef(h.block_number, h.first_entry_id, h.last_entry_id, b.end - off, off))
-            off = b.end
-        return blocks, off
+            f.close()
 
     async def fence_and_recover(self, log_id: int, seg_id: int, quorum=None) -> Recovered:
         return await asyncio.to_thread(self._recover, log_id, seg_id)
@@ -418,7 +299,7 @@ class LocalBackend(Backend):
                 self._load_index(fd, size, footer, cur)
                 res = self._scan_indexed(fd, cur, max_bytes - used, log_id, seg_id)
                 return ScanResult(out + res.blocks, cur, res.complete, cur.lac)
-            want = _claimed_end(head, 0)
+            want = claimed_length(head, 0)
             if want is None or cur.offset + want > size:
                 break  # block still being written
             raw = os.pread(fd, want, cur.offset)
@@ -464,7 +345,7 @@ class LocalBackend(Backend):
                     pass
         shutil.rmtree(path, ignore_errors=False, onerror=_ignore_missing)
         if path.parent.exists():
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return files, nbytes
 
     async def delete_segment(self, log_id: int, seg_id: int, quorum=None) -> tuple[int, int]:
@@ -479,19 +360,6 @@ class LocalBackend(Backend):
             return sorted(int(n) for n in os.listdir(d) if n.isdigit())
         except FileNotFoundError:
             return []
-
-
-def _claimed_end(buf, off: int) -> int | None:
-    """How many bytes a block at ``off`` claims (header record + its data), or
-    None if even the header is incomplete."""
-    mv = memoryview(buf)
-    if off + BLOCK_HEADER_RECORD_SIZE > len(mv):
-        return None
-    _, rtype, length = struct.unpack_from("<IBI", mv, off)
-    if rtype != RecordType.BLOCK_HEADER or length != BLOCK_HEADER_RECORD_SIZE - 9:
-        return BLOCK_HEADER_RECORD_SIZE  # not a block header: claims only its own size
-    block_length = struct.unpack_from("<I", mv, off + 9 + 20)[0]
-    return BLOCK_HEADER_RECORD_SIZE + block_length
 
 
 def _ignore_missing(func, path, exc_info) -> None:

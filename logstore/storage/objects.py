@@ -13,7 +13,6 @@ contiguous from 0, so a reader stops at the first missing or fenced number.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from ..codec import (BLOCK_HEADER_RECORD_SIZE, HEADER_RECORD_SIZE, BlockHeader, DecodedBlock, Footer,

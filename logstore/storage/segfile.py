@@ -1,0 +1,173 @@
+"""``data.log``: one segment as one file — the piece shared by the local
+backend's writer and the LogStore's staged segments.
+
+Appends a block with ``pwritev`` + ``fdatasync`` (cutting any torn bytes on
+failure, so a retry rewrites at the same offset), and completes the file with
+index + footer.  Also the few durable-filesystem helpers both need.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from pathlib import Path
+
+from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
+                     BlockHeader, Footer, HeaderRecord, RecordType, decode_block, decode_index,
+                     encode_index_and_footer, parse_footer, split_header)
+from ..errors import CorruptionError
+from .base import BlockRef, index_records
+
+_IOV_MAX = 1000
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def makedirs_durable(path: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entry we created."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            pass
+        fsync_dir(d.parent)
+
+
+def writev_all(fd: int, pieces: list, offset: int) -> None:
+    """pwritev every piece at ``offset``, coping with partial writes."""
+    bufs = [memoryview(p) for p in pieces if len(p)]
+    while bufs:
+        n = os.pwritev(fd, bufs[:_IOV_MAX], offset)
+        offset += n
+        while n and bufs:
+            if n >= len(bufs[0]):
+                n -= len(bufs[0])
+                bufs.pop(0)
+            else:
+                bufs[0] = bufs[0][n:]
+                n = 0
+
+
+class SegmentFile:
+    """An open ``data.log`` being appended to.  ``pos`` is the end of the last
+    durable block (0 before the segment header is written)."""
+
+    def __init__(self, path: Path, pos: int = 0) -> None:
+        self.path = path
+        self.fd = -1
+        self.pos = pos
+
+    def create(self) -> None:
+        """Create (truncate) the file and make its directory entry durable."""
+        self.fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        os.fsync(self.fd)
+        fsync_dir(self.path.parent)
+
+    def append_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+        start = self.pos
+        prefix = [HeaderRecord(0).encode()] if start == 0 else []
+        try:
+            writev_all(self.fd, [*prefix, header.encode(), *pieces], start)
+            os.fdatasync(self.fd)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass
+            raise
+        offset = start + (HEADER_RECORD_SIZE if prefix else 0)
+        size = BLOCK_HEADER_RECORD_SIZE + header.block_length
+        self.pos = offset + size
+        return BlockRef(header.block_number, header.first_entry_id, header.last_entry_id, size, offset)
+
+    def write_footer(self, blocks: list[BlockRef], lac: int) -> tuple[Footer, int]:
+        """Index + footer after the last block → (footer, file size)."""
+        if self.pos == 0:
+            writev_all(self.fd, [HeaderRecord(0).encode()], 0)
+            self.pos = HEADER_RECORD_SIZE
+        index = index_records(blocks, local=True)
+        footer = Footer(len(blocks), len(blocks), self.pos + len(index) * INDEX_RECORD_SIZE, self.pos,
+                        len(index) * INDEX_RECORD_SIZE, lac)
+        tail = encode_index_and_footer(index, footer)
+        writev_all(self.fd, [tail], self.pos)
+        os.fdatasync(self.fd)
+        return footer, self.pos + len(tail)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_layout(fd: int, log_id: int, seg_id: int) -> tuple[Footer | None, list[BlockRef], int]:
+    """What a ``data.log`` holds: its footer and indexed blocks when completed
+    (end = file size), else the valid blocks from the start and the end of the
+    last one (a torn tail after it is not counted)."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return None, [], 0
+    buf = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    try:
+        footer = parse_footer(memoryview(buf)[max(0, size - FOOTER_RECORD_SIZE):])
+        if footer is not None:
+            idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
+            blocks = [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size, i.start_offset)
+                      for i in decode_index(buf, footer.total_blocks, idx_off)]
+            return footer, blocks, size
+        blocks, end = scan_valid(buf, size, log_id, seg_id)
+        return None, blocks, end
+    finally:
+        buf.close()
+
+
+def scan_valid(buf, size: int, log_id: int, seg_id: int) -> tuple[list[BlockRef], int]:
+        """Durable blocks from the start; a damaged block that reaches the end of
+        the file is a torn tail (dropped), one followed by more bytes is corruption."""
+        if size < HEADER_RECORD_SIZE:
+            return [], 0
+        try:
+            _, off = split_header(buf)
+        except CorruptionError:
+            if size <= HEADER_RECORD_SIZE:
+                return [], 0
+            raise
+        blocks: list[BlockRef] = []
+        while off < size:
+            try:
+                b = decode_block(buf, off)
+            except CorruptionError as e:
+                claimed = claimed_length(buf, off)
+                if claimed is not None and off + claimed < size:
+                    raise CorruptionError(f"damaged block followed by more data: {e}", log=str(log_id),
+                                          segment=seg_id, block=len(blocks)) from e
+                break
+            if b is None:
+                break
+            h = b.header
+            blocks.append(BlockRef(h.block_number, h.first_entry_id, h.last_entry_id, b.end - off, off))
+            off = b.end
+        return blocks, off
+
+
+def claimed_length(buf, off: int) -> int | None:
+    """How many bytes a block at ``off`` claims (header record + its data), or
+    None if even the header is incomplete."""
+    mv = memoryview(buf)
+    if off + BLOCK_HEADER_RECORD_SIZE > len(mv):
+        return None
+    _, rtype, length = struct.unpack_from("<IBI", mv, off)
+    if rtype != RecordType.BLOCK_HEADER or length != BLOCK_HEADER_RECORD_SIZE - 9:
+        return BLOCK_HEADER_RECORD_SIZE  # not a block header: claims only its own size
+    block_length = struct.unpack_from("<I", mv, off + 9 + 20)[0]
+    return BLOCK_HEADER_RECORD_SIZE + block_length
