@@ -99,7 +99,6 @@ class LogWriter:
         self._roll_blocks = cfg[roll + "maxBlocks"]
         # service mode must compact: it is how segments reach object storage
         self._compact = kind == "service" or (kind == "minio" and cfg["woodpecker.logstore.segmentCompactionPolicy.enabled"])
-        self._compact_bytes = cfg["woodpecker.logstore.segmentCompactionPolicy.maxBytes"]
 
         self._seg: _Segment | None = None
         self._open: _Batch | None = None

@@ -162,6 +162,27 @@ class ServiceSegmentWriter(SegmentWriter):
             await asyncio.gather(self._lac_task, return_exceptions=True)
 
 
+def pick_ensemble(live: list[dict[str, Any]], size: int, strategy: str,
+                  rng: random.Random | None = None) -> list[dict[str, Any]]:
+    """``size`` LogStores from ``live``: at random, or spread over zones (round
+    robin over zones in random order, so no zone holds two replicas while
+    another zone has none)."""
+    rng = rng or random.Random()
+    if strategy != "zone-spread":
+        return rng.sample(live, size)
+    by_zone: dict[str, list[dict[str, Any]]] = {}
+    for n in rng.sample(live, len(live)):
+        by_zone.setdefault(n.get("zone", ""), []).append(n)
+    zones = list(by_zone)
+    rng.shuffle(zones)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < size:
+        for z in zones:
+            if by_zone[z] and len(picked) < size:
+                picked.append(by_zone[z].pop())
+    return picked
+
+
 class ServiceBackend(Backend):
     kind = "service"
 
@@ -247,17 +268,7 @@ class ServiceBackend(Backend):
         if size < self.es:
             log.warning("only %d LogStores live: new segment on a degraded ensemble of %d (ack quorum %d)",
                         len(live), size, self.aq)
-        if self.config["woodpecker.client.quorum.strategy"] == "zone-spread":
-            by_zone: dict[str, list] = {}
-            for n in random.sample(live, len(live)):
-                by_zone.setdefault(n.get("zone", ""), []).append(n)
-            picked: list[dict] = []
-            while len(picked) < size:
-                for z in list(by_zone):
-                    if by_zone[z] and len(picked) < size:
-                        picked.append(by_zone[z].pop())
-        else:
-            picked = random.sample(live, size)
+        picked = pick_ensemble(live, size, self.config["woodpecker.client.quorum.strategy"])
         return QuorumInfo(id=1, es=size, wq=min(self.wq, size), aq=self.aq, nodes=[n["endpoint"] for n in picked])
 
     async def create_segment(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> SegmentWriter:
