@@ -286,6 +286,90 @@ class StatusOnly(Msg):
     FIELDS = ((1, "status", "msg:Status"),)
 
 
+@dataclass
+class AddEntryRequest(Msg):
+    bucket_name: str = ""
+    root_path: str = ""
+    log_id: int = 0
+    entry: LogEntry | None = None
+    FIELDS = _BASE + ((4, "entry", "msg:LogEntry"),)
+
+
+@dataclass
+class AddEntryResponse(Msg):
+    status: Status | None = None
+    entry_id: int = 0
+    state: int = 0
+    FIELDS = ((1, "status", "msg:Status"), (2, "entry_id", "int64"), (3, "state", "int32"))
+
+
+@dataclass
+class GetSegmentBlockCountRequest(SegReq):
+    FIELDS = _SEG
+
+
+@dataclass
+class BlockCountResponse(Msg):
+    status: Status | None = None
+    block_count: int = 0
+    FIELDS = ((1, "status", "msg:Status"), (2, "block_count", "int64"))
+
+
+@dataclass
+class NotifySegmentCompactedRequest(SegReq):
+    FIELDS = _SEG
+
+
+@dataclass
+class MarkInstanceDeletedRequest(Msg):
+    bucket_name: str = ""
+    root_path: str = ""
+    FIELDS = ((1, "bucket_name", "string"), (2, "root_path", "string"))
+
+
+@dataclass
+class NodeFilter(Msg):
+    az: str = ""
+    resource_group: str = ""
+    tags: dict = field(default_factory=dict)
+    limit: int = 0
+    FIELDS = ((1, "az", "string"), (2, "resource_group", "string"), (3, "tags", "map"), (4, "limit", "int32"))
+
+
+@dataclass
+class SelectNodesRequest(Msg):
+    strategy: int = 0
+    affinity_mode: int = 0
+    filters: list = field(default_factory=list)
+    FIELDS = ((1, "strategy", "int32"), (2, "affinity_mode", "int32"), (3, "filters", "rep:msg:NodeFilter"))
+
+
+@dataclass
+class NodeMeta(Msg):
+    node_id: str = ""
+    resource_group: str = ""
+    az: str = ""
+    endpoint: str = ""
+    tags: dict = field(default_factory=dict)
+    version: int = 0
+    last_update: int = 0
+    cluster_name: str = ""
+    region: str = ""
+    load_factor: float = 0.0
+    load_updated_at: int = 0
+    FIELDS = ((1, "node_id", "string"), (2, "resource_group", "string"), (3, "az", "string"), (4, "endpoint", "string"),
+              (5, "tags", "map"), (6, "version", "int64"), (7, "last_update", "int64"), (8, "cluster_name", "string"),
+              (9, "region", "string"), (10, "load_factor", "double"), (11, "load_updated_at", "int64"))
+
+
+@dataclass
+class SelectNodesResponse(Msg):
+    status: Status | None = None
+    nodes: list = field(default_factory=list)
+    total_count: int = 0
+    FIELDS = ((1, "status", "msg:Status"), (2, "nodes", "rep:msg:NodeMeta"), (3, "total_count", "int32"))
+
+
 # RPC name → (request type, response type, server-streaming?)
 METHODS: dict[str, tuple[type[Msg], type[Msg], bool]] = {
     "AddEntries": (AddEntriesRequest, AddEntriesResponse, True),
@@ -297,6 +381,11 @@ METHODS: dict[str, tuple[type[Msg], type[Msg], bool]] = {
     "UpdateLastAddConfirmed": (UpdateLastAddConfirmedRequest, StatusOnly, False),
     "CleanSegment": (CleanSegmentRequest, StatusOnly, False),
     "MarkLogDeleted": (MarkLogDeletedRequest, StatusOnly, False),
+    "AddEntry": (AddEntryRequest, AddEntryResponse, True),
+    "GetSegmentBlockCount": (GetSegmentBlockCountRequest, BlockCountResponse, False),
+    "NotifySegmentCompacted": (NotifySegmentCompactedRequest, StatusOnly, False),
+    "MarkInstanceDeleted": (MarkInstanceDeletedRequest, StatusOnly, False),
+    "SelectNodes": (SelectNodesRequest, SelectNodesResponse, False),
 }
 
 

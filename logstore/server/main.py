@@ -59,6 +59,7 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
     await server.start()
     meta = MetaStore(cfg)
     await meta.connect()
+    svc.meta = meta
     endpoint = advertised(cfg, port)
     node_id = cfg["woodpecker.logstore.nodeId"] or endpoint.replace(":", "-")
     reg = Registration(meta, node_id, {"nodeId": node_id, "endpoint": endpoint,

@@ -16,9 +16,9 @@ import grpc
 from ..codec import FLAG_COMPACTED, merge_blocks
 from ..config import Config
 from ..errors import LogstoreError
-from ..rpc import (METHODS, SERVICE, AddEntriesResponse, AddEntryState, BatchReadResult, Code,
-                   CompactSegmentResponse, GetBatchEntriesAdvResponse, LastEntryResponse, LastReadState, LogEntry,
-                   SegmentMetadataMsg, Status, StatusOnly)
+from ..rpc import (METHODS, SERVICE, AddEntriesResponse, AddEntryResponse, AddEntryState, BatchReadResult,
+                   BlockCountResponse, Code, CompactSegmentResponse, GetBatchEntriesAdvResponse, LastEntryResponse,
+                   LastReadState, LogEntry, NodeMeta, SegmentMetadataMsg, SelectNodesResponse, Status, StatusOnly)
 from ..storage.base import BlockRef
 from .metrics import Metrics
 from .staged import StagedError, StagedSegment
@@ -44,6 +44,7 @@ class LogStoreService:
         self.root = Path(config["woodpecker.storage.rootPath"])
         self.sync_wait = config["woodpecker.logstore.segmentSyncPolicy.maxIntervalForService"]
         self.segments: dict[_Key, StagedSegment] = {}
+        self.meta: Any = None  # the MetaStore, set by the server once connected (SelectNodes)
         self._objects: dict[tuple[str, str], Any] = {}
         self.max_bytes = config["woodpecker.logstore.disk.maxBytes"]
         self.soft, self.hard = config["woodpecker.logstore.disk.softLimit"], config["woodpecker.logstore.disk.hardLimit"]
@@ -186,6 +187,51 @@ class LogStoreService:
             self.segments.pop(k).close()
         await asyncio.to_thread(shutil.rmtree, self.root / req.bucket_name / req.root_path / str(req.log_id), True)
         return StatusOnly(_ok())
+
+    # -- the rest of Woodpecker's service --------------------------------------------------------
+    async def AddEntry(self, req) -> AsyncIterator[AddEntryResponse]:
+        from ..rpc import AddEntriesRequest
+        entry = req.entry or LogEntry()
+        async for r in self.AddEntries(AddEntriesRequest(req.bucket_name, req.root_path, req.log_id, [entry])):
+            yield AddEntryResponse(r.status, entry.entryId, r.state)
+
+    async def GetSegmentBlockCount(self, req) -> BlockCountResponse:
+        k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
+        if not self.known(k):
+            return BlockCountResponse(Status("segment not on this node", Code.NOT_FOUND), 0)
+        return BlockCountResponse(_ok(), len(self.segment(k).blocks))
+
+    async def NotifySegmentCompacted(self, req) -> StatusOnly:
+        """The segment is in object storage (compacted by another replica): drop
+        the local copy, keeping the tombstone."""
+        k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
+        if self.known(k):
+            s = self.segment(k)
+            await s.drain()
+            if not s.compacted:
+                await asyncio.to_thread(s.mark_compacted)
+        return StatusOnly(_ok())
+
+    async def MarkInstanceDeleted(self, req) -> StatusOnly:
+        for k in [k for k in self.segments if k[:2] == (req.bucket_name, req.root_path)]:
+            self.segments.pop(k).close()
+        await asyncio.to_thread(shutil.rmtree, self.root / req.bucket_name / req.root_path, True)
+        return StatusOnly(_ok())
+
+    async def SelectNodes(self, req) -> SelectNodesResponse:
+        """Live LogStores from etcd (our membership), filtered by zone and limit —
+        Woodpecker answers this from gossip."""
+        if self.meta is None:
+            return SelectNodesResponse(Status("membership unavailable", Code.INTERNAL, retriable=True))
+        from .membership import live_logstores
+        nodes = await live_logstores(self.meta)
+        f = req.filters[0] if req.filters else None
+        if f and f.az:
+            nodes = [n for n in nodes if n.get("zone") == f.az]
+        if f and f.limit:
+            nodes = nodes[: f.limit]
+        return SelectNodesResponse(_ok(), [NodeMeta(node_id=n["nodeId"], az=n.get("zone", ""), endpoint=n["endpoint"],
+                                                    last_update=n.get("registeredAt", 0)) for n in nodes], len(nodes))
 
     def _objects_for(self, bucket: str, root: str) -> Any:
         from ..storage.objects import ObjectBackend

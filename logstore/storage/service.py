@@ -28,7 +28,8 @@ from ..meta import MetaStore
 from ..proto import QuorumInfo, encode_layout
 from ..rpc import (METHODS, SERVICE, AddEntriesRequest, AddEntryState, CleanSegmentRequest, Code,
                    CompactSegmentRequest, CompleteSegmentRequest, FenceSegmentRequest, GetBatchEntriesAdvRequest,
-                   GetSegmentLastAddConfirmedRequest, LogEntry, MarkLogDeletedRequest, UpdateLastAddConfirmedRequest)
+                   GetSegmentLastAddConfirmedRequest, LogEntry, MarkLogDeletedRequest, NotifySegmentCompactedRequest,
+                   UpdateLastAddConfirmedRequest)
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .objects import ObjectBackend, ObjectCursor
 
@@ -310,9 +311,9 @@ class ServiceBackend(Backend):
             except NodeError as e:
                 errors.append(str(e))
                 continue
-            clean = CleanSegmentRequest(self.bucket, self.root, log_id, seg_id, 0)
-            await asyncio.gather(*(self.node(n).call("CleanSegment", clean, 5.0) for n in q.nodes if n != endpoint),
-                                 return_exceptions=True)
+            done = NotifySegmentCompactedRequest(self.bucket, self.root, log_id, seg_id)
+            await asyncio.gather(*(self.node(n).call("NotifySegmentCompacted", done, 5.0)
+                                   for n in q.nodes if n != endpoint), return_exceptions=True)
             return resp.metadata.size if resp.metadata else 0
         raise StorageError(f"no LogStore could compact segment {log_id}/{seg_id}: {'; '.join(errors)}")
 

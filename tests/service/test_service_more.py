@@ -176,3 +176,23 @@ async def test_health_readiness_metrics(service_cluster):
         await m.close()
     assert s.endpoint not in nodes and len(nodes) == 2
 
+
+
+async def test_woodpecker_rpcs_select_nodes_block_count(service_cluster):
+    """The rest of Woodpecker's LogStore service answers: SelectNodes (from etcd
+    membership), AddEntry (single), GetSegmentBlockCount."""
+    from logstore.rpc import (AddEntryRequest, GetSegmentBlockCountRequest, LogEntry, NodeFilter,
+                              SelectNodesRequest)
+    from logstore.storage.service import Node
+
+    sc = service_cluster()
+    node = Node(sc.logstores[0].endpoint, sc.config)
+    try:
+        sel = await node.call("SelectNodes", SelectNodesRequest(filters=[NodeFilter(limit=2)]), 5)
+        assert sel.total_count == 2 and all(n.endpoint.startswith("127.0.0.1:") for n in sel.nodes)
+        r = await node.call("AddEntry", AddEntryRequest("b", "r", 9, LogEntry(0, 0, b"\x0a\x01x")), 5)
+        assert r.entry_id == 0 and r.state == 1
+        bc = await node.call("GetSegmentBlockCount", GetSegmentBlockCountRequest("b", "r", 9, 0), 5)
+        assert bc.block_count == 1
+    finally:
+        await node.close()
