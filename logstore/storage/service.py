@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .objects import ObjectBackend, ObjectCursor
 
 log = logging.getLogger(__name__)
-_LAC_PUSH_DELAY = 0.005  # bounds how stale a replica's LAC is; readers in other processes wait at most this more
+_LAC_PUSH_DELAY = 0.005
+_SUSPECT_FOR = 30.0  # seconds a LogStore that failed a call is left out of new ensembles  # bounds how stale a replica's LAC is; readers in other processes wait at most this more
 
 
 class NodeError(Exception):
@@ -200,6 +202,9 @@ class ServiceBackend(Backend):
             raise ConfigError("woodpecker.client.quorum: need ackQuorum ≤ writeQuorum ≤ ensembleSize and "
                               f"ackQuorum > writeQuorum/2 (got {self.es}/{self.wq}/{self.aq})")
         self._nodes: dict[str, Node] = {}
+        # endpoints that failed a call lately: their etcd registration outlives them by up to a
+        # lease TTL, so new ensembles avoid them for a while (unless nothing else is left)
+        self._suspect: dict[str, float] = {}
 
     def node(self, endpoint: str) -> Node:
         n = self._nodes.get(endpoint)
@@ -243,6 +248,8 @@ class ServiceBackend(Backend):
                             full += 1
                         else:
                             bad.add(tasks[t])
+                            if e.code == -1:  # the transport failed: the process is gone or unreachable
+                                self._suspect[tasks[t]] = time.monotonic()
                         errors.append(str(e))
                 if len(ok) + len(pending) < need:
                     break
@@ -263,6 +270,10 @@ class ServiceBackend(Backend):
     async def choose_quorum(self) -> QuorumInfo:
         from ..server.membership import live_logstores
         live = await live_logstores(self.meta)
+        now = time.monotonic()
+        healthy = [n for n in live if now - self._suspect.get(n["endpoint"], -1e9) > _SUSPECT_FOR]
+        if len(healthy) >= self.aq:
+            live = healthy
         if len(live) < self.aq:
             raise QuorumUnavailableError(f"{len(live)} LogStores registered, need at least {self.aq}")
         size = min(self.es, len(live))
