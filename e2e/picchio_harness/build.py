@@ -38,6 +38,9 @@ from .procs import cache_dir
 
 #: e2e/cluster holds versions.env and the wrapper modules (go/<module>/go.mod).
 CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
+#: e2e/kind/go holds the modules of the offline kind node image (kind, CoreDNS,
+#: local-path-provisioner, crictl wrappers, and our own pause and kindnetd).
+KIND_GO_DIR = Path(__file__).resolve().parent.parent / "kind" / "go"
 VERSIONS_FILE = CLUSTER_DIR / "versions.env"
 PARALLELISM = "2"  # the machines have 2 cores; more only adds memory pressure
 
@@ -98,10 +101,22 @@ class Component:
     module: str               # wrapper module dir under e2e/cluster/go/
     upstream: str             # the module we require
     package: str              # the main package to build
-    version_key: str          # key in versions.env
+    version_key: str          # key in versions.env ("" for our own source)
     ldflags: Callable[[dict[str, str]], list[str]] = lambda v: []
+    root: Path = CLUSTER_DIR / "go"  # where the module dir lives
+
+    @property
+    def module_dir(self) -> Path:
+        return self.root / self.module
+
+    @property
+    def local(self) -> bool:
+        """Our own source (no upstream module to pin): versioned by content."""
+        return not self.upstream
 
     def version(self, v: dict[str, str]) -> str:
+        if self.local:
+            return "src-" + _source_hash(self.module_dir)
         return v[self.version_key]
 
     def upstream_version(self, v: dict[str, str]) -> str:
@@ -109,6 +124,16 @@ class Component:
 
     def binary(self, v: dict[str, str]) -> Path:
         return cache_dir() / "bin" / f"{self.name}-{self.version(v)}"
+
+
+def _source_hash(mdir: Path) -> str:
+    """Content hash of a module of ours: editing it makes a new cache key."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(mdir.rglob("*")):
+        if f.is_file() and (f.suffix == ".go" or f.name in ("go.mod", "go.sum")):
+            h.update(str(f.relative_to(mdir)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def _k8s(name: str) -> Component:
@@ -130,11 +155,25 @@ COMPONENTS: list[Component] = [
     _k8s("kubelet"),
     _k8s("kubeadm"),
     _k8s("kube-proxy"),
+    # kind itself, the node image's add-ons, and our own pause/kindnetd.
+    Component("kind", "kind", "sigs.k8s.io/kind", "sigs.k8s.io/kind", "KIND_VERSION", root=KIND_GO_DIR),
+    Component("coredns", "coredns", "github.com/coredns/coredns", "github.com/coredns/coredns",
+              "COREDNS_VERSION", root=KIND_GO_DIR),
+    Component("local-path-provisioner", "local-path-provisioner", "github.com/rancher/local-path-provisioner",
+              "github.com/rancher/local-path-provisioner", "LOCAL_PATH_PROVISIONER_VERSION", root=KIND_GO_DIR),
+    Component("crictl", "cri-tools", "sigs.k8s.io/cri-tools", "sigs.k8s.io/cri-tools/cmd/crictl",
+              "CRI_TOOLS_VERSION", root=KIND_GO_DIR),
+    Component("pause", "pause", "", "picchio.local/e2e/kind/pause", "", root=KIND_GO_DIR),
+    Component("kindnetd", "kindnetd", "", "picchio.local/e2e/kind/kindnetd", "", root=KIND_GO_DIR),
 ]
 GROUPS: dict[str, list[str]] = {
     "kubernetes": ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
     "cluster": ["etcd", "kwok", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
     "node": ["kubelet", "kubeadm", "kube-proxy"],
+    # Everything the offline kind node image (e2e/kind/node-image.sh) needs.
+    "kind": ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+             "kubelet", "kubeadm", "kube-proxy", "kind", "coredns", "local-path-provisioner",
+             "crictl", "pause", "kindnetd"],
 }
 
 
@@ -219,7 +258,9 @@ def sync_module(comp: Component, versions: dict[str, str], group: list[Component
     """Make the wrapper module require the pinned version.  A no-op when the
     committed go.mod already matches versions.env (the usual case), so
     builds stay reproducible from the committed go.mod/go.sum."""
-    mdir = CLUSTER_DIR / "go" / comp.module
+    mdir = comp.module_dir
+    if comp.local:
+        return  # our own module: its go.mod/go.sum are maintained by hand
     want = comp.upstream_version(versions)
     gomod = mdir / "go.mod"
     if gomod.exists() and _required(_gomod(mdir), comp.upstream) == want:
@@ -228,7 +269,7 @@ def sync_module(comp: Component, versions: dict[str, str], group: list[Component
     go = go_binary()
     mdir.mkdir(parents=True, exist_ok=True)
     if not gomod.exists():
-        _run([go, "mod", "init", f"picchio.local/e2e/cluster/{comp.module}"], mdir, 60)
+        _run([go, "mod", "init", f"picchio.local/e2e/{comp.root.parent.name}/{comp.module}"], mdir, 60)
         # `go mod init` writes the local toolchain's version; start low and let
         # tidy raise it only as far as the dependencies demand.
         _run([go, "mod", "edit", "-go=1.24.0"], mdir, 60)
@@ -268,7 +309,7 @@ def build(comp: Component, versions: dict[str, str]) -> float:
     """Build one component into the cache; returns the wall time in seconds."""
     out = comp.binary(versions)
     out.parent.mkdir(parents=True, exist_ok=True)
-    mdir = CLUSTER_DIR / "go" / comp.module
+    mdir = comp.module_dir
     tmp = out.with_name(f".{out.name}.partial")  # hidden: never matches find_binary's <name>-* glob
     ldflags = " ".join(["-s", "-w", *comp.ldflags(versions)])
     argv = [go_binary(), "build", "-p", PARALLELISM, "-trimpath", "-ldflags", ldflags,
