@@ -17,6 +17,7 @@ deps:
 	  $(PIP) install -q -e '.[test,operator]'; }
 
 -include e2e/cluster/components.mk
+-include e2e/kind/kind.mk
 
 # The whole suite: unit, integration (real etcd + S3), and the cluster tier when built.
 test: deps
