@@ -1,7 +1,8 @@
 """``make demo``: a short tour of picchio on real components.
 
-Starts etcd and an S3 server (MinIO when built, else moto) on loopback, then on
-each backend: creates a log, appends, follows it with a tailing reader,
+Starts etcd and an S3 server (MinIO when built, else moto) on loopback — and
+three LogStore servers for service mode — then on each backend (local, S3,
+service): creates a log, appends, follows it with a tailing reader,
 truncates, collects garbage, prints the log's stats — and finishes with a short
 benchmark against the raw limit of this machine.
 """
@@ -21,6 +22,7 @@ import logstore
 from logstore import EARLIEST
 
 from .etcd import start_etcd
+from .logstores import start_logstores, wait_registered
 from .s3 import start_s3
 
 
@@ -66,17 +68,24 @@ def main() -> int:
     _say(f"starting etcd and S3 on loopback (work dir {work})")
     etcd = start_etcd(work)
     s3 = start_s3(work)
+    stores: list = []
     print(f"etcd {etcd.endpoint} ({Path(etcd.binary).name}); S3 {s3.endpoint} ({s3.flavour})")
     try:
         base = {"etcd.endpoints": [etcd.endpoint], "woodpecker.storage.rootPath": str(work / "wal"),
                 "minio.address": s3.host, "minio.port": s3.port, "minio.accessKeyID": s3.access_key,
                 "minio.secretAccessKey": s3.secret_key, "minio.bucketName": "picchio-demo", "minio.createBucket": True,
                 "woodpecker.client.segmentRollingPolicy.maxBlocks": 4}
-        for kind in ("local", "minio"):
+        for kind in ("local", "minio", "service"):
             cfg = logstore.Config({**base, "woodpecker.storage.type": kind, "etcd.rootPath": f"demo-{kind}"})
             cfg_path = work / f"woodpecker-{kind}.yaml"
             cfg_path.write_text(yaml.safe_dump(cfg.to_dict(nested=True)))
-            _say(f"embedded mode on {kind} storage (config {cfg_path})")
+            if kind == "service":
+                stores = start_logstores(work / "logstores", cfg.to_dict(), 3)
+                wait_registered(cfg.meta_prefix, etcd.endpoint, 3)
+                _say(f"service mode: 3 LogStores ({', '.join(s.endpoint for s in stores)}), ack quorum 2 "
+                     f"(config {cfg_path})")
+            else:
+                _say(f"embedded mode on {kind} storage (config {cfg_path})")
             asyncio.run(_tour(cfg, cfg_path))
         for kind, extra in (("local", ["--entry-size", "4Ki", "--concurrency", "1"]),
                             ("local", ["--entry-size", "1Mi", "--concurrency", "16"]),
@@ -94,6 +103,8 @@ def main() -> int:
             print(f"picchio {p['mb_per_s']} MB/s, {p['entries_per_s']} entries/s, ack p50 {p['ack_p50_ms']} ms "
                   f"p99 {p['ack_p99_ms']} ms | raw ({r['what']}): {r['mb_per_s']} MB/s | ratio {d['ratio']}")
     finally:
+        for st in stores:
+            st.stop()
         s3.stop()
         etcd.stop()
     _say("done")
