@@ -27,8 +27,9 @@ test-quick: deps
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow and not cluster" tests
 
 # A short tour on real components: etcd + S3 on loopback, one log, every verb.
-demo: deps
+demo: deps components
 	$(PYTHON) -m picchio_harness.demo
+	$(PYTHON) -m picchio_harness.demo_cluster
 
 bench: deps
 	$(PYTHON) -m logstore.cli.main bench append --help

@@ -43,6 +43,7 @@ class Options:
     namespaces: list[str]
     peering: str | None
     priority: int
+    peering_lifetime: int
     liveness: str | None
     metrics_host: str
     metrics_port: int
@@ -63,6 +64,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--standalone", action="store_true", help="no peering (a single instance, or tests)")
     p.add_argument("--priority", type=int, default=None,
                    help="peering priority (default: random, so exactly one replica is active)")
+    p.add_argument("--peering-lifetime", type=int, default=60,
+                   help="seconds a silent peer counts as alive: after the active instance dies, a standby "
+                        "takes over within about this long")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                    help="liveness/readiness endpoint URL ('' disables)")
     p.add_argument("--metrics-host", default="0.0.0.0")
@@ -76,6 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     return Options(
         namespaces=a.namespace, peering=None if a.standalone else a.peering,
         priority=a.priority if a.priority is not None else random.SystemRandom().randint(1, 2**30),
+        peering_lifetime=a.peering_lifetime,
         liveness=a.liveness or None, metrics_host=a.metrics_host, metrics_port=a.metrics_port,
         log_format=a.log_format, verbose=a.verbose, kubeconfig=a.kubeconfig,
         resync_seconds=a.resync_seconds, tick_seconds=a.tick_seconds)
@@ -106,6 +111,7 @@ def make_settings(o: Options) -> kopf.OperatorSettings:
     if o.peering:
         s.peering.name = o.peering
         s.peering.priority = o.priority
+        s.peering.lifetime = o.peering_lifetime
         s.peering.stealth = True
     else:
         s.peering.standalone = True

@@ -4,11 +4,14 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 from opsupport import check_golden, cluster_body, sample
 from picchio_operator.model import cluster as b
 from picchio_operator.model import constants as k
-from picchio_operator.model.config import render_config
+from picchio_operator.model.config import InvalidConfig, render_client_config, render_config
 from picchio_operator.model.spec import parse_cluster
+
+from logstore import Config
 
 BUILDERS = {
     "configmap": lambda c, cfg: b.configmap(c, cfg),
@@ -26,11 +29,56 @@ def test_service_mode_sample_golden(what: str) -> None:
     check_golden(f"service-{what}.yaml", BUILDERS[what](c, render_config(c)))
 
 
-def test_embedded_sample_is_only_a_configmap() -> None:
+def test_embedded_sample_is_only_configmaps() -> None:
     c = parse_cluster(sample("cluster-embedded.yaml"))
     children = b.desired_children(c, render_config(c))
-    assert [o["kind"] for o in children] == ["ConfigMap"]
+    assert [(o["kind"], o["metadata"]["name"]) for o in children] == [
+        ("ConfigMap", "wal-embedded-config"), ("ConfigMap", "wal-embedded-client")]
     check_golden("embedded-configmap.yaml", children[0])
+    check_golden("embedded-client-configmap.yaml", children[1])
+
+
+def test_service_mode_client_configmap_golden() -> None:
+    c = parse_cluster(sample("cluster-service.yaml"))
+    check_golden("service-client-configmap.yaml", b.client_configmap(c, render_client_config(c)))
+
+
+def client_values(body: dict) -> dict:
+    c = parse_cluster(body)
+    cm = b.desired_children(c, render_config(c))[1]
+    assert cm["metadata"]["name"] == k.client_configmap_name(c.name)
+    return Config.from_dict(yaml.safe_load(cm["data"]["woodpecker.yaml"]))  # the WAL's own loader
+
+
+def test_client_config_is_what_an_application_needs_and_no_secret() -> None:
+    """Loaded with the WAL's own Config: service mode → storage type service
+    with spec.quorum; embedded → the storage the clients write to."""
+    svc = sample("cluster-service.yaml")
+    svc["spec"]["quorum"] = {"ensembleSize": 3, "writeQuorum": 2, "ackQuorum": 2}
+    svc["spec"]["etcd"]["credentialsSecret"] = "etcd-admin"
+    cfg = client_values(svc)
+    assert cfg.storage_type == "service"
+    assert (cfg["woodpecker.client.quorum.ensembleSize"], cfg["woodpecker.client.quorum.writeQuorum"],
+            cfg["woodpecker.client.quorum.ackQuorum"]) == (3, 2, 2)
+    assert cfg["etcd.endpoints"] == ["etcd.picchio-system.svc:2379"] and cfg["etcd.rootPath"] == "wal"
+    assert (cfg["minio.bucketName"], cfg["minio.rootPath"]) == ("picchio", "wal")
+    assert cfg["woodpecker.client.segmentRollingPolicy.maxSize"] == 128_000_000  # spec.config reaches clients
+    c = parse_cluster(svc)
+    text = b.desired_children(c, render_config(c))[1]["data"]["woodpecker.yaml"]
+    body = yaml.safe_load(text)
+    assert "username" not in body["etcd"] and "password" not in body["etcd"]
+    assert "accessKeyID" not in body["minio"] and "secretAccessKey" not in body["minio"]
+    assert "minioadmin" not in text
+    assert "Secret wal-etcd-client" in text and "Secret picchio-s3" in text  # where the credentials are
+    emb = client_values(sample("cluster-embedded.yaml"))
+    assert emb.storage_type == "minio"
+    assert (emb["minio.address"], emb["minio.port"]) == ("minio.picchio-system.svc", 9000)
+
+
+def test_spec_quorum_cannot_be_contradicted_by_spec_config() -> None:
+    body = cluster_body(config={"woodpecker": {"client": {"quorum": {"ackQuorum": 3}}}})
+    with pytest.raises(InvalidConfig, match="spec.quorum.ackQuorum"):
+        render_config(parse_cluster(body))
 
 
 def test_minimal_service_cluster_golden() -> None:
@@ -46,7 +94,7 @@ def test_service_mode_children_in_apply_order_with_owner_refs() -> None:
     c = parse_cluster(sample("cluster-service.yaml"))
     children = b.desired_children(c, render_config(c))
     assert [o["kind"] for o in children] == [
-        "ConfigMap", "Service", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+        "ConfigMap", "ConfigMap", "Service", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
     for o in children:
         (ref,) = o["metadata"]["ownerReferences"]
         assert ref == {"apiVersion": "picchio.dev/v1alpha1", "kind": "WoodpeckerCluster", "name": "wal",

@@ -48,7 +48,8 @@ def test_rbac_covers_every_kind_the_operator_touches(api_version: str, kind: str
     _, plural = _KINDS[(api_version, kind)]
     verbs = granted(group, plural)
     if kind == "Secret":
-        assert verbs == {"get", "patch"}  # read, and the in-use finalizer
+        # read, the in-use finalizer, and server-side apply of <name>-etcd-client
+        assert verbs == {"get", "create", "patch"}
     else:
         assert {"get", "create", "patch"} <= verbs  # server-side apply
         assert "delete" not in verbs  # children go by ownerReference garbage collection
@@ -72,6 +73,8 @@ def test_deployment_probes_and_image_parameter() -> None:
     kust = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
     assert ctr["image"] in {i["name"] for i in kust["images"]}
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "picchio-operator"
+    env = {e["name"]: e for e in ctr.get("env") or []}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # kopf's peer identity
 
 
 def test_peering_object_matches_the_operator_default() -> None:
@@ -82,9 +85,16 @@ def test_peering_object_matches_the_operator_default() -> None:
     assert peering["metadata"]["name"] == parse_args([]).peering
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def _kubectl() -> str:
+    """The pinned kubectl built by `make components` (else one on PATH); never a skip."""
+    from picchio_harness.procs import find_binary
+    kubectl = find_binary("PICCHIO_KUBECTL_BIN", "kubectl", []) or shutil.which("kubectl")
+    assert kubectl, "no kubectl: run `make components` (builds the pinned kubectl)"
+    return kubectl
+
+
 def test_kustomize_renders() -> None:
-    out = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([_kubectl(), "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
     assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",

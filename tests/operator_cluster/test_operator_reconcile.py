@@ -78,6 +78,7 @@ def test_service_sample_reconciles_scales_and_rolls(api, kubectl, ns, operator, 
     st = ready["status"]
     assert st["readyReplicas"] == 3 and st["replicas"] == 3
     assert st["seeds"] == [f"wal-server-client.{ns}.svc:18080"]
+    assert st["clientConfigMap"] == "wal-client"
     assert condition(ready, "StorageReady")["reason"] == "StorageVerified"
     assert condition(ready, "EtcdReady")["reason"] == "KeyspaceReady"
     assert "picchio.dev/finalizer" in ready["metadata"]["finalizers"]
@@ -85,6 +86,7 @@ def test_service_sample_reconciles_scales_and_rolls(api, kubectl, ns, operator, 
     # children carry the cluster as controller owner
     children = {
         "ConfigMap": f"/api/v1/namespaces/{ns}/configmaps/wal-config",
+        "ConfigMap/client": f"/api/v1/namespaces/{ns}/configmaps/wal-client",
         "Service/headless": f"/api/v1/namespaces/{ns}/services/wal-server-headless",
         "Service/client": f"/api/v1/namespaces/{ns}/services/wal-server-client",
         "Service/metrics": f"/api/v1/namespaces/{ns}/services/wal-server-metrics",
@@ -98,6 +100,8 @@ def test_service_sample_reconciles_scales_and_rolls(api, kubectl, ns, operator, 
         assert (ref["kind"], ref["uid"], ref["controller"]) == ("WoodpeckerCluster", uid, True), what
     assert api.get(children["Service/client"])["spec"]["ports"][0]["port"] == 18080
     assert api.get(children["PDB"])["spec"]["maxUnavailable"] == 1
+    client_yaml = yaml.safe_load(api.get(children["ConfigMap/client"])["data"]["woodpecker.yaml"])
+    assert client_yaml["woodpecker"]["storage"]["type"] == "service"
 
     # lifecycle: ours present and scoped, the foreign rule survived
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}

@@ -7,6 +7,7 @@ generation on objects, merge-patch of status, 404 as None.  The cluster tier
 (tests/operator_cluster) covers the real API server."""
 from __future__ import annotations
 
+import base64
 import copy
 import uuid
 from collections.abc import Mapping
@@ -82,7 +83,9 @@ class FakeKube:
         s = self.objects.get(("Secret", namespace, name))
         if s is None:
             raise NotFound(f"GET secrets/{name}: 404", 404)
-        return dict(s.get("stringData") or {})
+        out = {key: base64.b64decode(v).decode() for key, v in (s.get("data") or {}).items()}
+        out.update(s.get("stringData") or {})
+        return out
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.obj(plural, namespace, name)

@@ -65,7 +65,8 @@ async def test_embedded_cluster_reconciles_to_ready(rt, s3, etcd) -> None:
     assert get_condition(st["conditions"], "EtcdReady")["reason"] == "KeyspaceReady"
     assert get_condition(st["conditions"], "StorageReady")["reason"] == "StorageVerified"
     assert st["metaPrefix"] == f"{body['spec']['etcd']['rootPath']}/woodpecker"
-    assert [o["kind"] for o in rt.kube.applied] == ["ConfigMap"]
+    assert [o["metadata"]["name"] for o in rt.kube.applied] == ["wal-config", "wal-client"]
+    assert st["clientConfigMap"] == "wal-client"
     cm = rt.kube.obj("ConfigMap", NS, "wal-config")
     assert cm["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
     # a second pass writes nothing new
@@ -78,7 +79,7 @@ async def test_service_cluster_waits_for_logstores(rt, s3, etcd) -> None:
     body = add_cluster(rt, s3, etcd, name="svc", mode="service")
     await H.reconcile(rt, body)
     kinds = [o["kind"] for o in rt.kube.applied]
-    assert kinds == ["ConfigMap", "Service", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+    assert kinds == ["ConfigMap", "ConfigMap", "Service", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
     ready = get_condition(conds(rt, k.CLUSTER_PLURAL, "svc"), "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "WaitingForLogStores")
     # the StatefulSet controller reports 3 ready pods: the event path flips Ready

@@ -6,8 +6,15 @@ them exists", so it can never overwrite a keyspace that clients (or another
 operator) already use — ``logidgen`` going back to 0 would hand out log ids
 twice.  A *partial* keyspace is reported, not repaired, for the same reason.
 
-Role/user creation for an etcd with authentication on is not implemented yet
-(aetcd has no auth-management API; it needs the raw Auth gRPC stubs).
+With authentication on (``spec.etcd.credentialsSecret`` names an admin),
+:meth:`EtcdKeyspace.ensure_client_user` gives the cluster a role that may read
+and write only its own prefix and a user holding just that role.  aetcd has no
+auth-management API, so this uses its generated ``AuthStub`` on the same
+channel and token.  Every step looks before it writes (role, permission,
+user, grant, password), so re-running changes nothing and never revokes or
+edits anything outside the cluster's own role and user: a password is
+changed only when the Secret's no longer authenticates, because every auth
+write bumps etcd's auth revision and makes all clients re-authenticate.
 """
 from __future__ import annotations
 
@@ -19,6 +26,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aetcd
+import grpc
+from aetcd import rpc
+from aetcd.rpc import auth_pb2
 
 from ..model.etcdkeys import initial_keys, purge_prefix
 from . import AdapterError
@@ -45,6 +55,27 @@ def _split(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@dataclass(frozen=True)
+class ClientUserReport:
+    """What :meth:`EtcdKeyspace.ensure_client_user` changed (all False on a
+    re-run against an etcd that is already set up)."""
+
+    role_created: bool
+    permission_granted: bool
+    user_created: bool
+    role_granted: bool
+    password_changed: bool
+
+    @property
+    def changed(self) -> bool:
+        return any((self.role_created, self.permission_granted, self.user_created, self.role_granted,
+                    self.password_changed))
+
+
+_NOT_FOUND = ("role name not found", "user name not found")
+_AUTH_OFF = "authentication is not enabled"
+
+
 class EtcdKeyspace:
     """One short-lived connection to the first reachable endpoint."""
 
@@ -67,8 +98,15 @@ class EtcdKeyspace:
                 await asyncio.wait_for(client.connect(), self._timeout)
                 st = await asyncio.wait_for(client.status(), self._timeout)
             except (TimeoutError, Exception) as e:  # noqa: BLE001 - any failure: try the next endpoint
-                errors.append(f"{ep}: {type(e).__name__}: {e}")
                 await _close(client)
+                if _AUTH_OFF in str(e):
+                    raise EtcdError(f"etcd at {ep} has authentication off, but spec.etcd.credentialsSecret is "
+                                    "set: enable authentication on etcd, or remove credentialsSecret",
+                                    "EtcdAuthDisabled") from None
+                if "authentication failed" in str(e):
+                    raise EtcdError(f"etcd at {ep} rejected the user in spec.etcd.credentialsSecret: {e}",
+                                    "EtcdAuthFailed") from None
+                errors.append(f"{ep}: {type(e).__name__}: {e}")
                 continue
             self._client = client
             self.server_version = str(getattr(st, "version", ""))
@@ -126,6 +164,90 @@ class EtcdKeyspace:
                             "the operator never repairs it (log ids could repeat) — restore it or point "
                             "spec.etcd.rootPath elsewhere", "PartialKeyspace")
         return KeyspaceReport(False, self.server_version)
+
+    # -- authentication ---------------------------------------------------------
+    async def _auth(self, what: str, method: str, request: Any, *, missing_ok: bool = False) -> Any:
+        """One Auth RPC with the connection's token and the deadline; a
+        "not found" answer is None when ``missing_ok``."""
+        stub = rpc.AuthStub(self.client.channel)
+        try:
+            return await self._call(what, lambda: getattr(stub, method)(request, metadata=self.client.metadata,
+                                                                        timeout=self._timeout))
+        except grpc.aio.AioRpcError as e:
+            details = e.details() or ""
+            if missing_ok and any(m in details for m in _NOT_FOUND):
+                return None
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                reason = "EtcdUnreachable"
+            elif e.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED) \
+                    or "permission denied" in details:
+                reason = "EtcdPermissionDenied"
+                details += (" (the user in spec.etcd.credentialsSecret must be allowed to manage etcd "
+                            "authentication, e.g. hold the root role)")
+            else:
+                reason = "EtcdAuthError"
+            raise EtcdError(f"etcd {what} failed: {e.code().name}: {details}", reason) from None
+
+    async def auth_enabled(self) -> bool:
+        st = await self._auth("auth status", "AuthStatus", rpc.AuthStatusRequest())
+        return bool(st.enabled)
+
+    async def ensure_client_user(self, *, user: str, role: str, password: str, key: bytes,
+                                 range_end: bytes) -> ClientUserReport:
+        """Role ``role`` with READWRITE on ``[key, range_end)``, and user
+        ``user`` with ``password`` holding that role.  Needs an admin
+        connection (the root role, or a user allowed to manage auth)."""
+        perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=key, range_end=range_end)
+        got = await self._auth("role get", "RoleGet", rpc.AuthRoleGetRequest(role=role), missing_ok=True)
+        role_created = got is None
+        if role_created:
+            await self._auth("role add", "RoleAdd", rpc.AuthRoleAddRequest(name=role))
+        perms = [] if got is None else list(got.perm)
+        have = any(p.permType == perm.permType and p.key == key and p.range_end == range_end for p in perms)
+        if not have:
+            await self._auth("role grant", "RoleGrantPermission",
+                             rpc.AuthRoleGrantPermissionRequest(name=role, perm=perm))
+        foreign = [p for p in perms if not (p.key == key and p.range_end == range_end)]
+        if foreign:  # someone widened our role: say so, but leave it to them
+            log.warning("etcd role %s also grants %s (not the operator's doing; left in place)", role,
+                        ", ".join(f"{bytes(p.key)!r}..{bytes(p.range_end)!r}" for p in foreign))
+        u = await self._auth("user get", "UserGet", rpc.AuthUserGetRequest(name=user), missing_ok=True)
+        user_created = password_changed = False
+        if u is None:
+            await self._auth("user add", "UserAdd", rpc.AuthUserAddRequest(name=user, password=password))
+            user_created = True
+        elif not await self._authenticates(user, password):
+            await self._auth("user change password", "UserChangePassword",
+                             rpc.AuthUserChangePasswordRequest(name=user, password=password))
+            password_changed = True
+        role_granted = u is None or role not in list(u.roles)
+        if role_granted:
+            await self._auth("user grant", "UserGrantRole", rpc.AuthUserGrantRoleRequest(user=user, role=role))
+        rep = ClientUserReport(role_created, not have, user_created, role_granted, password_changed)
+        if rep.changed:
+            log.info("etcd user %s / role %s on %r: %s", user, role, key, rep)
+        return rep
+
+    async def _authenticates(self, user: str, password: str) -> bool:
+        stub = rpc.AuthStub(self.client.channel)
+        try:
+            await asyncio.wait_for(stub.Authenticate(rpc.AuthenticateRequest(name=user, password=password),
+                                                     timeout=self._timeout), self._timeout)
+        except grpc.aio.AioRpcError as e:
+            if "authentication failed" in (e.details() or ""):
+                return False
+            raise EtcdError(f"etcd authenticate {user} failed: {e.code().name}: {e.details()}",
+                            "EtcdAuthError") from None
+        except TimeoutError:
+            raise EtcdError(f"etcd authenticate {user}: no answer in {self._timeout}s") from None
+        return True
+
+    async def remove_client_user(self, *, user: str, role: str) -> tuple[bool, bool]:
+        """deletionPolicy Delete: drop the cluster's user and role (each only
+        if present).  Returns (user deleted, role deleted)."""
+        u = await self._auth("user delete", "UserDelete", rpc.AuthUserDeleteRequest(name=user), missing_ok=True)
+        r = await self._auth("role delete", "RoleDelete", rpc.AuthRoleDeleteRequest(role=role), missing_ok=True)
+        return u is not None, r is not None
 
     async def purge(self, meta_prefix: str) -> int:
         """deletionPolicy=Delete: remove every key under ``P/``."""

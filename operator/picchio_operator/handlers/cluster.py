@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 import kopf
 
 from ..adapters import AdapterError
 from ..adapters import bucket as bucket_adapter
-from ..adapters.etcd import EtcdKeyspace
-from ..adapters.kube import KubeError
+from ..adapters.etcd import EtcdError, EtcdKeyspace
+from ..adapters.kube import KubeError, NotFound
 from ..model import constants as k
-from ..model.cluster import desired_children
+from ..model.cluster import desired_children, etcd_client_secret
 from ..model.cluster_status import ETCD_READY, STORAGE_READY, StatefulSetObservation, cluster_status
 from ..model.conditions import Cond, cond, set_condition, status_changed
-from ..model.config import InvalidConfig, RenderedConfig, render_config
+from ..model.config import InvalidConfig, RenderedConfig, render_client_config, render_config
+from ..model.etcdkeys import client_permission
 from ..model.spec import ClusterSpec, SpecError, parse_cluster
 from ..runtime import KopfLogger, Runtime, utcnow
 from .common import etcd_credentials, protect_secrets, release_secret, s3_credentials, status_of
@@ -34,16 +36,55 @@ KIND = "WoodpeckerCluster"
 async def check_etcd(rt: Runtime, c: ClusterSpec, cfg: RenderedConfig, body: Any) -> Cond:
     """EtcdReady.  Messages stay the same from pass to pass (a status write
     per resync would be noise); one-off facts become events."""
+    scoped: str | None = None
     try:
         user, pw = await etcd_credentials(rt.kube, c)
         async with EtcdKeyspace(c.etcd.endpoints, username=user, password=pw,
                                 timeout=rt.tunables.etcd_timeout) as ks:
             rep = await ks.ensure_keyspace(cfg.meta_prefix)
+            if c.etcd.credentials_secret:
+                scoped = await ensure_client_user(rt, c, cfg, ks, body)
     except AdapterError as e:
         return cond(ETCD_READY, False, e.reason, str(e))
     if rep.initialised:
         rt.events.info(body, reason="KeyspaceInitialised", message=f"initialised etcd keyspace {cfg.meta_prefix}")
-    return cond(ETCD_READY, True, "KeyspaceReady", f"keyspace {cfg.meta_prefix} ready (etcd {rep.version})")
+    msg = f"keyspace {cfg.meta_prefix} ready (etcd {rep.version})"
+    if scoped:
+        msg += f"; {scoped}"
+    return cond(ETCD_READY, True, "KeyspaceReady", msg)
+
+
+async def ensure_client_user(rt: Runtime, c: ClusterSpec, cfg: RenderedConfig, ks: EtcdKeyspace, body: Any) -> str:
+    """etcd with authentication: the user and role that may touch only this
+    cluster's prefix, and the operator-owned Secret that hands them to the
+    LogStores and applications.  The Secret is written *before* the user, so a
+    crash in between leaves a password that the next pass sets on the user
+    (never a user whose password nobody knows).  Returns the sentence for
+    EtcdReady's message."""
+    name = k.etcd_principal_name(c.namespace, c.name)
+    secret = k.etcd_client_secret_name(c.name)
+    try:
+        data = await rt.kube.read_secret(c.namespace, secret)
+    except NotFound:
+        data = {}
+    password = (data.get("password") if data.get("username") == name else None) or generate_password()
+    try:
+        await rt.kube.apply(etcd_client_secret(c, name, password))
+    except KubeError as e:
+        raise EtcdError(f"writing Secret {c.namespace}/{secret}: {e}", "SecretWriteFailed") from None
+    key, end = client_permission(cfg.meta_prefix)
+    rep = await ks.ensure_client_user(user=name, role=name, password=password, key=key, range_end=end)
+    if rep.changed:
+        what = [w for w, done in (("created role", rep.role_created), ("granted the prefix", rep.permission_granted),
+                                  ("created user", rep.user_created), ("granted the role", rep.role_granted),
+                                  ("reset the password", rep.password_changed)) if done]
+        rt.events.info(body, reason="EtcdUserReady",
+                       message=f"etcd user/role {name}: {', '.join(what)} (read/write on {key.decode()} only)")
+    return f"user {name} may read and write only {key.decode()} (credentials in Secret {secret})"
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(24)
 
 
 async def check_storage(rt: Runtime, c: ClusterSpec, body: Any) -> Cond:
@@ -92,8 +133,10 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
         etcd_c = storage_c = None
         sts_obj = None
         cfg: RenderedConfig | None = None
+        client_cfg: RenderedConfig | None = None
         try:
             cfg = render_config(c)
+            client_cfg = render_client_config(c, cfg)
             gates.append(cond("ConfigValid", True, "ConfigValid"))
         except InvalidConfig as e:
             gates.append(cond("ConfigValid", False, "InvalidConfig", str(e)))
@@ -105,7 +148,7 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
             etcd_c, storage_c = await asyncio.gather(check_etcd(rt, c, cfg, fresh), check_storage(rt, c, fresh))
             failures += [x.message for x in (etcd_c, storage_c) if not x.ok]
             try:
-                for obj in desired_children(c, cfg):
+                for obj in desired_children(c, cfg, client_cfg):
                     applied = await rt.kube.apply(obj)
                     if obj["kind"] == "StatefulSet":
                         sts_obj = applied
@@ -205,6 +248,10 @@ async def _delete_handler(body: Any, memo: Any, retry: int, logger: KopfLogger, 
             async with EtcdKeyspace(c.etcd.endpoints, username=user, password=pw,
                                     timeout=rt.tunables.etcd_timeout) as ks:
                 n = await ks.purge(meta_prefix)
+                if c.etcd.credentials_secret:
+                    principal = k.etcd_principal_name(c.namespace, c.name)
+                    gone = await ks.remove_client_user(user=principal, role=principal)
+                    logger.info("etcd user/role %s removed: %s", principal, gone)
             logger.info("purged %d etcd keys under %s/", n, meta_prefix)
         except AdapterError as e:
             failures.append(cond(ETCD_READY, False, "DeleteFailed",

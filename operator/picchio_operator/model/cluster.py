@@ -1,9 +1,11 @@
 """WoodpeckerCluster → the Kubernetes objects that run it.
 
-Embedded mode needs only the ConfigMap (clients mount or read it); service
-mode adds the LogStore StatefulSet, its headless Service (stable pod DNS for
-quorum membership), the client Service ``<name>-server-client:18080``, a
-metrics Service and a PodDisruptionBudget.
+Embedded mode needs only the ConfigMaps (the LogStores' ``<name>-config`` and
+the applications' ``<name>-client``); service mode adds the LogStore
+StatefulSet, its headless Service (stable pod DNS for quorum membership), the
+client Service ``<name>-server-client:18080``, a metrics Service and a
+PodDisruptionBudget.  With etcd authentication, the handler also applies the
+scoped user's Secret (``etcd_client_secret``).
 
 Every object carries the cluster as its controller ownerReference, so the API
 server's garbage collector removes them with the cluster and the operator never
@@ -11,10 +13,11 @@ has to delete children itself.
 """
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from . import constants as k
-from .config import RenderedConfig
+from .config import RenderedConfig, render_client_config
 from .spec import ClusterSpec
 
 Obj = dict[str, Any]
@@ -138,8 +141,10 @@ def _secret_env(c: ClusterSpec) -> list[Obj]:
         pairs += [("minio.accessKeyID", c.storage.credentials_secret, "accessKeyID"),
                   ("minio.secretAccessKey", c.storage.credentials_secret, "secretAccessKey")]
     if c.etcd.credentials_secret:
-        pairs += [("etcd.username", c.etcd.credentials_secret, "username"),
-                  ("etcd.password", c.etcd.credentials_secret, "password")]
+        # Not the admin credentials the spec names: the operator-owned Secret
+        # of the user that may touch only this cluster's prefix.
+        own = k.etcd_client_secret_name(c.name)
+        pairs += [("etcd.username", own, "username"), ("etcd.password", own, "password")]
     for cfg_key, secret, secret_key in pairs:
         env.append({"name": k.ENV_SECRET_KEYS[cfg_key],
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key}}})
@@ -221,9 +226,38 @@ def statefulset(c: ClusterSpec, cfg: RenderedConfig) -> Obj:
     }
 
 
-def desired_children(c: ClusterSpec, cfg: RenderedConfig) -> list[Obj]:
-    """Every child object, in apply order (config before the pods that mount it)."""
-    objs = [configmap(c, cfg)]
+def client_configmap(c: ClusterSpec, client: RenderedConfig) -> Obj:
+    """``<name>-client``: the woodpecker.yaml an application mounts to use this
+    cluster (see ``config.render_client_config``).  Credentials are not in
+    it; the application takes them from the Secrets as environment
+    variables (``PICCHIO_ETCD_USERNAME`` …), like the LogStores do."""
+    meta = _meta(c, k.client_configmap_name(c.name), k.COMPONENT_CLIENT)
+    meta["annotations"] = {k.CONFIG_HASH_ANNOTATION: client.hash}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {k.CONFIG_FILE: client.text}}
+
+
+def etcd_client_secret(c: ClusterSpec, username: str, password: str) -> Obj:
+    """The scoped etcd user's credentials, owned by the cluster (deleted with
+    it).  ``data`` rather than ``stringData``: the latter is write-only, so a
+    server-side apply of it would never compare equal and would rewrite the
+    Secret on every pass."""
+    def enc(s: str) -> str:
+        return base64.b64encode(s.encode()).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(c, k.etcd_client_secret_name(c.name), k.COMPONENT_CREDENTIALS),
+        "type": "Opaque",
+        "data": {"username": enc(username), "password": enc(password)},
+    }
+
+
+def desired_children(c: ClusterSpec, cfg: RenderedConfig, client: RenderedConfig | None = None) -> list[Obj]:
+    """Every child object, in apply order (config before the pods that mount
+    it).  ``client`` is the applications' configuration (``<name>-client``),
+    rendered from ``cfg`` when not given."""
+    objs = [configmap(c, cfg), client_configmap(c, client or render_client_config(c, cfg))]
     if c.service_mode:
         objs += [headless_service(c), client_service(c), metrics_service(c), statefulset(c, cfg), pdb(c)]
     return objs

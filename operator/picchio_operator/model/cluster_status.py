@@ -15,6 +15,7 @@ from typing import Any
 
 from .cluster import selector_string
 from .conditions import FALSE, TRUE, UNKNOWN, Cond, cond, set_conditions, summarize
+from .constants import client_configmap_name, etcd_client_secret_name
 from .spec import ClusterSpec
 
 READY, ETCD_READY, STORAGE_READY, LOGSTORES_READY, DEGRADED = (
@@ -99,6 +100,10 @@ def cluster_status(c: ClusterSpec, *, old_conditions: Sequence[Mapping[str, Any]
         "selector": selector_string(c),
         "seeds": c.seeds,
     }
+    if config_hash:  # rendered, so the client ConfigMap is applied too
+        status["clientConfigMap"] = client_configmap_name(c.name)
+    if c.etcd.credentials_secret:
+        status["etcdClientSecret"] = etcd_client_secret_name(c.name)
     if logs is not None:
         status["logs"] = logs
     if config_hash:

@@ -22,6 +22,7 @@ import yaml
 from logstore.config import SETTINGS, validate_overrides
 from logstore.errors import ConfigError
 
+from .constants import etcd_client_secret_name
 from .spec import ClusterSpec, SpecError
 
 _KEYS = frozenset(s.key for s in SETTINGS)
@@ -29,6 +30,9 @@ _KEYS = frozenset(s.key for s in SETTINGS)
 # spec.config would silently contradict the spec.
 _SPEC_OWNED = {
     "woodpecker.storage.type": "spec.storage.type",
+    "woodpecker.client.quorum.ensembleSize": "spec.quorum.ensembleSize",
+    "woodpecker.client.quorum.writeQuorum": "spec.quorum.writeQuorum",
+    "woodpecker.client.quorum.ackQuorum": "spec.quorum.ackQuorum",
 }
 
 
@@ -119,6 +123,41 @@ def render_config(c: ClusterSpec) -> RenderedConfig:
     text = "# Rendered by picchio-operator from WoodpeckerCluster " \
            f"{c.namespace}/{c.name}; edit the custom resource, not this file.\n" \
            + yaml.safe_dump(nest(values), sort_keys=True, default_flow_style=False)
+    return RenderedConfig(values=values, text=text, hash=hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def render_client_config(c: ClusterSpec, server: RenderedConfig | None = None) -> RenderedConfig:
+    """The woodpecker.yaml an *application* uses (ConfigMap ``<name>-client``).
+
+    Same connection settings and tuning as the LogStores' file, except: in
+    service mode ``woodpecker.storage.type`` is ``service`` (appends go to the
+    LogStores, which clients find through their registrations in etcd; sealed
+    segments are read from the bucket, hence the minio settings) and the
+    client's quorum comes from ``spec.quorum``.  In embedded mode it is the
+    storage the clients write to themselves.  No credentials."""
+    values = dict((server or render_config(c)).values)
+    if c.service_mode:
+        values.update({
+            "woodpecker.storage.type": "service",
+            "woodpecker.client.quorum.ensembleSize": c.quorum.ensemble_size,
+            "woodpecker.client.quorum.writeQuorum": c.quorum.write_quorum,
+            "woodpecker.client.quorum.ackQuorum": c.quorum.ack_quorum,
+        })
+    try:
+        validate_overrides(values)
+    except ConfigError as e:
+        raise InvalidConfig(str(e)) from None
+    lines = [f"# Client configuration of WoodpeckerCluster {c.namespace}/{c.name}, rendered by picchio-operator.",
+             "# Credentials are not in this file; pass them as environment variables:"]
+    if c.etcd.credentials_secret:
+        lines.append(f"#   PICCHIO_ETCD_USERNAME/PICCHIO_ETCD_PASSWORD from Secret "
+                     f"{etcd_client_secret_name(c.name)} (keys username/password)")
+    if c.storage.type == "minio" and c.storage.credentials_secret:
+        lines.append(f"#   PICCHIO_MINIO_ACCESSKEYID/PICCHIO_MINIO_SECRETACCESSKEY from Secret "
+                     f"{c.storage.credentials_secret} (keys accessKeyID/secretAccessKey)")
+    if len(lines) == 2:
+        lines[1] = "# No credentials are configured for this cluster."
+    text = "\n".join(lines) + "\n" + yaml.safe_dump(nest(values), sort_keys=True, default_flow_style=False)
     return RenderedConfig(values=values, text=text, hash=hashlib.sha256(text.encode()).hexdigest()[:16])
 
 

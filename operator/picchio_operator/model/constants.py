@@ -25,6 +25,8 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 APP_NAME = "woodpecker"
 COMPONENT_LOGSTORE = "logstore"
 COMPONENT_CONFIG = "config"
+COMPONENT_CLIENT = "client"
+COMPONENT_CREDENTIALS = "credentials"
 MANAGED_BY = "picchio-operator"
 
 SERVICE_PORT = 18080
@@ -67,3 +69,20 @@ def configmap_name(cluster: str) -> str:
 
 def pdb_name(cluster: str) -> str:
     return f"{cluster}-server"
+
+
+def client_configmap_name(cluster: str) -> str:
+    """The ConfigMap applications mount: woodpecker.yaml for clients."""
+    return f"{cluster}-client"
+
+
+def etcd_client_secret_name(cluster: str) -> str:
+    """The operator-owned Secret with the scoped etcd user's credentials
+    (only when spec.etcd.credentialsSecret is set)."""
+    return f"{cluster}-etcd-client"
+
+
+def etcd_principal_name(namespace: str, cluster: str) -> str:
+    """etcd user *and* role of one cluster; namespace and name together, so
+    two clusters sharing an etcd never share a principal."""
+    return f"picchio-{namespace}-{cluster}"

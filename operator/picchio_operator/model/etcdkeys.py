@@ -26,3 +26,24 @@ def purge_prefix(meta_prefix: str) -> bytes:
     """Prefix deleted by deletionPolicy=Delete: everything below ``P/`` (the
     trailing slash keeps ``by-dev/woodpecker2`` out of it)."""
     return meta_prefix.rstrip("/").encode() + b"/"
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """etcd's range end for "every key starting with ``prefix``": the prefix
+    with its last byte incremented (``P/`` → ``P0``), as ``etcdctl --prefix``
+    computes it.  Trailing 0xff bytes are dropped first."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return b"\0"  # the whole keyspace; never what a cluster's prefix asks for
+    p[-1] += 1
+    return bytes(p)
+
+
+def client_permission(meta_prefix: str) -> tuple[bytes, bytes]:
+    """``(key, range_end)`` the cluster's etcd role may read and write: the
+    purge prefix ``P/`` and nothing else — every key the WAL, the LogStores
+    and the operator use lives below it (``logstore.meta.keys``)."""
+    key = purge_prefix(meta_prefix)
+    return key, prefix_range_end(key)
