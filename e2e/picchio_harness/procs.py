@@ -10,9 +10,27 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 _LIVE: list["Proc"] = []
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.25) -> T:
+    """Poll ``fn`` until it returns something truthy; fail naming ``what`` and
+    the last value or error at the deadline (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            got = fn()
+            if got:
+                return got
+            last = got
+        except Exception as e:  # noqa: BLE001 - transient states count as "not yet"
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 def free_port() -> int:

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..codec import BlockBuilder, DecodedBlock, Footer, decode_block
-from ..errors import CorruptionError, LogstoreError
+from ..codec import BlockBuilder, DecodedBlock, Footer
+from ..errors import LogstoreError
 from ..storage.base import BlockRef
-from ..storage.segfile import SegmentFile, fsync_dir, makedirs_durable, read_layout
+from ..storage.segfile import SegmentFile, fsync_dir, makedirs_durable, read_block, read_layout
 from ..rpc import Code
 
 _GAP_WAIT = 5.0
@@ -238,7 +238,7 @@ class StagedSegment:
                     continue
                 if b.first_entry_id > limit or len(out) >= max_entries or (out and used >= max_bytes):
                     break
-                blk = _decode_at(rfd, b, self.log_id, self.seg_id)
+                blk = read_block(rfd, b.offset, b.size, self.log_id, self.seg_id, b.number)
                 for k, rec in enumerate(blk.records):
                     eid = b.first_entry_id + k
                     if from_entry <= eid <= limit and len(out) < max_entries:
@@ -256,7 +256,7 @@ class StagedSegment:
             for b in self.blocks:
                 if b.first_entry_id > upto:
                     break
-                blk = _decode_at(rfd, b, self.log_id, self.seg_id)
+                blk = read_block(rfd, b.offset, b.size, self.log_id, self.seg_id, b.number)
                 if b.last_entry_id > upto:
                     keep = upto - b.first_entry_id + 1
                     from ..codec import BlockHeader
@@ -282,13 +282,3 @@ class StagedSegment:
         self.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-
-def _decode_at(fd: int, b: BlockRef, log_id: int, seg_id: int) -> DecodedBlock:
-    raw = os.pread(fd, b.size, b.offset)
-    try:
-        blk = decode_block(raw)
-    except CorruptionError as e:
-        raise CorruptionError(str(e), log=str(log_id), segment=seg_id, block=b.number) from e
-    if blk is None:
-        raise CorruptionError("staged block is truncated", log=str(log_id), segment=seg_id, block=b.number)
-    return blk

@@ -25,7 +25,7 @@ from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD
 from ..config import Config
 from ..errors import CorruptionError, StorageError, WriterFencedError
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
-from .segfile import SegmentFile, claimed_length, fsync_dir, makedirs_durable, read_layout
+from .segfile import SegmentFile, claimed_length, fsync_dir, makedirs_durable, read_block, read_layout
 
 _LOCK_WAIT = 30.0
 
@@ -273,14 +273,7 @@ class LocalBackend(Backend):
         used = 0
         while cur.next_index < len(cur.index) and (not out or used < max_bytes):
             ir = cur.index[cur.next_index]
-            raw = os.pread(fd, ir.block_size, ir.start_offset)
-            try:
-                b = decode_block(raw)
-            except CorruptionError as e:
-                raise CorruptionError(str(e), log=str(log_id), segment=seg_id, block=ir.block_number) from e
-            if b is None:
-                raise CorruptionError("indexed block is truncated", log=str(log_id), segment=seg_id, block=ir.block_number)
-            out.append(b)
+            out.append(read_block(fd, ir.start_offset, ir.block_size, log_id, seg_id, ir.block_number))
             used += ir.block_size
             cur.next_index += 1
         return ScanResult(out, cur, cur.next_index >= len(cur.index), cur.lac)

@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 
 from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
-                     BlockHeader, Footer, HeaderRecord, RecordType, decode_block, decode_index,
+                     BlockHeader, DecodedBlock, Footer, HeaderRecord, RecordType, decode_block, decode_index,
                      encode_index_and_footer, parse_footer, split_header)
 from ..errors import CorruptionError
 from .base import BlockRef, index_records
@@ -108,6 +108,19 @@ class SegmentFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def read_block(fd: int, offset: int, size: int, log_id: int, seg_id: int, number: int) -> DecodedBlock:
+    """The block of ``size`` bytes at ``offset``, CRC-checked; damage or a short
+    read raises CorruptionError naming log, segment and block."""
+    raw = os.pread(fd, size, offset)
+    try:
+        blk = decode_block(raw)
+    except CorruptionError as e:
+        raise CorruptionError(str(e), log=str(log_id), segment=seg_id, block=number) from e
+    if blk is None:
+        raise CorruptionError("block is truncated", log=str(log_id), segment=seg_id, block=number)
+    return blk
 
 
 def read_layout(fd: int, log_id: int, seg_id: int) -> tuple[Footer | None, list[BlockRef], int]:

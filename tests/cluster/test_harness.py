@@ -9,34 +9,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from picchio_harness.procs import wait_for
+
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
 TIMEOUT = 10  # seconds for each API call
 
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.25) -> T:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` and
-    the last value/error at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            got = fn()
-            if got:
-                return got
-            last = got
-        except Exception as e:  # noqa: BLE001 - transient API states count as "not yet"
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 def _gone(read: Callable[[], Any]) -> bool:

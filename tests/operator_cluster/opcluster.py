@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from picchio_harness.procs import wait_for  # noqa: F401 - re-exported for the test modules
 
 ROOT = Path(__file__).resolve().parents[2]
 for p in (ROOT / "e2e", ROOT / "operator", ROOT):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-T = TypeVar("T")
 CRD_NAMES = ["woodpeckerclusters.picchio.dev", "woodpeckerlogs.picchio.dev",
              "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"]
 
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.25) -> T:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what`` and
-    the last value at the deadline (never a bare sleep)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            got = fn()
-            if got:
-                return got
-            last = got
-        except Exception as e:  # noqa: BLE001 - transient states count as "not yet"
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 class Api:
@@ -75,7 +58,6 @@ class Api:
 def cr_path(plural: str, ns: str, name: str | None = None, sub: str | None = None) -> str:
     p = f"/apis/picchio.dev/v1alpha1/namespaces/{ns}/{plural}"
     return p + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
-
 
 
 
