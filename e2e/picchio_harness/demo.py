@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,7 @@ def main() -> int:
             st.stop()
         s3.stop()
         etcd.stop()
+        shutil.rmtree(work, ignore_errors=True)
     _say("done")
     return 0
 

@@ -56,7 +56,9 @@ def logstore_config(base: dict[str, Any], data_dir: Path, port: int, http_port: 
     cfg.update({"woodpecker.storage.type": "service", "woodpecker.storage.rootPath": str(data_dir),
                 "woodpecker.logstore.host": "127.0.0.1", "woodpecker.logstore.port": port,
                 "woodpecker.logstore.advertiseAddress": f"127.0.0.1:{port}", "woodpecker.logstore.httpPort": http_port,
-                "woodpecker.logstore.zone": zone, "woodpecker.logstore.registrationTTL": "3s"})
+                "woodpecker.logstore.zone": zone, "woodpecker.logstore.registrationTTL": "3s",
+                # a budget of their own, so tests do not depend on how full this machine's disk is
+                "woodpecker.logstore.disk.maxBytes": "16Gi"})
     return cfg
 
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -79,6 +80,16 @@ def _components(args: argparse.Namespace, backend: str) -> Iterator[Config]:
     """The configured components, or an etcd (+ S3) of our own on loopback."""
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="picchio-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _components_in(args, backend, workdir) as cfg:
+            yield cfg
+    finally:
+        if not args.dir:  # ours to remove: benchmarks write gigabytes
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _components_in(args: argparse.Namespace, backend: str, workdir: Path) -> Iterator[Config]:
     uid = f"bench-{os.getpid()}-{int(time.time())}"
     overrides: dict[str, Any] = {"woodpecker.storage.type": backend, "woodpecker.storage.rootPath": str(workdir / "wal"),
                                  "etcd.rootPath": uid, "minio.rootPath": uid}

@@ -71,7 +71,8 @@ class LogStoreService:
             return sum(s.bytes for s in self.segments.values() if not s.compacted) / self.max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         st = os.statvfs(self.root)
-        return 1 - st.f_bavail / st.f_blocks if st.f_blocks else 0.0
+        used, avail = st.f_blocks - st.f_bfree, st.f_bavail  # as df computes Use%: root's reserve excluded
+        return used / (used + avail) if used + avail else 0.0
 
     def _check_disk(self) -> None:
         u = self.disk_usage()
