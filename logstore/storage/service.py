@@ -59,7 +59,7 @@ class Node:
         self._calls: dict[str, Any] = {}
         for name, (req_t, resp_t, streaming) in METHODS.items():
             make = self.channel.unary_stream if streaming else self.channel.unary_unary
-            self._calls[name] = make(f"/{SERVICE}/{name}", request_serializer=lambda m: m.encode(),
+            self._calls[name] = make(f"/{SERVICE}/{name}", request_serializer=_serialize,
                                      response_deserializer=resp_t.decode)
 
     async def call(self, name: str, req: Any, timeout: float) -> Any:
@@ -82,6 +82,12 @@ class Node:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def _serialize(m: Any) -> bytes:
+    """Messages encode themselves; bytes are a request already encoded once for
+    every replica it goes to (a block's entries are not re-encoded per node)."""
+    return m if isinstance(m, bytes) else m.encode()
 
 
 def _channel_credentials(cfg: Config) -> grpc.ChannelCredentials | None:
@@ -129,7 +135,8 @@ class ServiceSegmentWriter(SegmentWriter):
                                 [LogEntry(self.seg_id, first + k, encode_layout(p, props or None))
                                  for k, (p, props) in enumerate(entries)])
         size = sum(len(e.values) for e in req.entries)
-        await self.b.quorum_call(self.q, self.bad, "AddEntries", req, need=self.q.aq, what=f"append {self.seg_id}:{first}")
+        await self.b.quorum_call(self.q, self.bad, "AddEntries", req.encode(), need=self.q.aq,
+                                 what=f"append {self.seg_id}:{first}")
         return BlockRef(header.block_number, first, header.last_entry_id, size)
 
     def acked(self, lac: int) -> None:
