@@ -9,6 +9,16 @@ import logstore
 from logstore import EARLIEST
 
 
+async def until(cond, what: str, timeout: float = 30.0) -> None:
+    """Poll ``cond`` with a deadline (never an open-ended wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
 async def test_quorum_append_and_read_byte_exact(service_cluster):
     sc = service_cluster()
     payloads = [os.urandom(1 + i * 13 % 5000) for i in range(300)]
@@ -60,8 +70,7 @@ async def test_one_logstore_killed_during_appends_no_error(service_cluster):
                 acked.append((await w.append(b"e%d" % i), i))
 
         task = asyncio.create_task(stream())
-        while len(acked) < 100:
-            await asyncio.sleep(0.005)
+        await until(lambda: len(acked) >= 100 or task.done(), "100 acks")
         sc.logstores[0].kill()
         await asyncio.wait_for(task, 60)  # no writer error while two LogStores remain
         assert [i for _, i in acked] == list(range(400))
@@ -119,8 +128,7 @@ async def test_ensemble_loses_quorum_writer_moves_on_without_error(service_clust
                 acked.append((await w.append(b"m%d" % i), i))
 
         task = asyncio.create_task(stream())
-        while len(acked) < 80:
-            await asyncio.sleep(0.005)
+        await until(lambda: len(acked) >= 80 or task.done(), "80 acks")
         q = (await c.meta.segments("move"))[-1].value.quorum
         victims = [s for s in sc.logstores if s.endpoint in q.nodes][:2]
         for s in victims:
