@@ -6,7 +6,13 @@
 #
 #   e2e/kind/e2e-kind.sh                 # full run (starts/stops dockerd if it was not running)
 #   KEEP_CLUSTER=1 e2e/kind/e2e-kind.sh  # leave the cluster (kubeconfig: $PICCHIO_CACHE/kind/kubeconfig)
-#   PROJECT_IMAGE=0 e2e/kind/e2e-kind.sh # skip the project image stage
+#   PROJECT_IMAGE=0 e2e/kind/e2e-kind.sh # skip the project image stage (and the suite)
+#   E2E_SUITE=0 e2e/kind/e2e-kind.sh     # cluster checks only, no pytest suite
+#   PYTEST_ARGS="-k scale -x" e2e/kind/e2e-kind.sh   # extra pytest arguments
+#
+# With E2E_SUITE=1 (the default) the etcd and MinIO images are loaded and
+# `pytest e2e/tests` runs against the cluster; the script exits with pytest's
+# status after deleting the cluster.
 #
 # Networking stays on this machine: kind's docker network is created here
 # with an explicit private subnet ($KIND_SUBNET) and the API server listens on 127.0.0.1.
@@ -171,8 +177,10 @@ YAML
   k delete svc/picchio-smoke-web pvc/picchio-smoke --wait=false
 }
 
+PROJECT_REF=""
 project_image() {
   local ref; ref="$(nice -n 10 "$HERE/project-image.sh")"
+  PROJECT_REF="$ref"
   "$KIND" load docker-image "$ref" --name "$CLUSTER"
   k delete pod picchio-help --ignore-not-found >/dev/null
   k run picchio-help --image="$ref" --image-pull-policy=Never --restart=Never -- --help
@@ -184,6 +192,23 @@ project_image() {
   done
   k logs picchio-help | head -20
   [ "$phase" = Succeeded ] || { echo "picchio --help pod: $phase" >&2; return 1; }
+}
+
+load_deps() {
+  source "$KIND_STATE/images.env"
+  "$KIND" load docker-image "$ETCD_IMAGE" "$MINIO_IMAGE" --name "$CLUSTER"
+}
+
+SUITE_RC=0
+run_suite() {
+  source "$KIND_STATE/images.env"
+  local rc=0
+  # shellcheck disable=SC2086
+  (cd "$REPO_ROOT" && KUBECONFIG="$KUBECONFIG_FILE" KUBECTL="$KUBECTL" PICCHIO_IMAGE="$PROJECT_REF" \
+    ETCD_IMAGE="$ETCD_IMAGE" MINIO_IMAGE="$MINIO_IMAGE" E2E_DUMP_DIR="$KIND_STATE/e2e-dumps" \
+    "${PYTHON:-python3}" -m pytest -p no:cacheprovider -rA --durations=0 e2e/tests ${PYTEST_ARGS:-}) || rc=$?
+  SUITE_RC=$rc
+  echo "e2e suite: pytest exit $rc"
 }
 
 delete_cluster() {
@@ -202,4 +227,9 @@ stage create-cluster create_cluster
 stage nodes-ready nodes_ready
 stage smoke-pod smoke_pod
 if [ "${PROJECT_IMAGE:-1}" = 1 ]; then stage project-image project_image; fi
+if [ "${PROJECT_IMAGE:-1}" = 1 ] && [ "${E2E_SUITE:-1}" = 1 ]; then
+  stage load-deps load_deps
+  stage e2e-suite run_suite
+fi
 stage delete-cluster delete_cluster
+exit "$SUITE_RC"

@@ -1,11 +1,14 @@
 # Offline kind e2e (e2e/kind/).  Included by the top-level Makefile.
 #   make kind-image     # dockerd (if needed), Go components, base images, node image, project image
-#   make e2e-kind       # + create the cluster from kind-config.yaml, check nodes/pods, delete it
+#   make e2e-kind       # + create the cluster from kind-config.yaml, check nodes/pods, load the images,
+#                       #   run the e2e suite (pytest e2e/tests), delete the cluster; exit status = pytest's
+#   make kind-smoke     # the same without the suite (cluster checks only)
+#   E2E_PYTEST_ARGS="-k scale" make e2e-kind   # extra pytest arguments
 #   make dockerd-start / dockerd-stop
 # Cold on 2 cores: see e2e/kind/README.md; warm: the images are cached in the local docker.
 PICCHIO_KIND_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
-.PHONY: kind-image e2e-kind dockerd-start dockerd-stop
+.PHONY: kind-image e2e-kind kind-smoke dockerd-start dockerd-stop
 kind-image:
 	@started=0; $(PICCHIO_KIND_DIR)/dockerd.sh status >/dev/null 2>&1 || { $(PICCHIO_KIND_DIR)/dockerd.sh start && started=1; }; \
 	rc=0; \
@@ -14,7 +17,10 @@ kind-image:
 	[ $$started = 0 ] || $(PICCHIO_KIND_DIR)/dockerd.sh stop; exit $$rc
 
 e2e-kind:
-	$(PICCHIO_KIND_DIR)/e2e-kind.sh
+	E2E_SUITE=1 PYTEST_ARGS="$(E2E_PYTEST_ARGS)" $(PICCHIO_KIND_DIR)/e2e-kind.sh
+
+kind-smoke:
+	E2E_SUITE=0 $(PICCHIO_KIND_DIR)/e2e-kind.sh
 
 dockerd-start:
 	$(PICCHIO_KIND_DIR)/dockerd.sh start

@@ -30,5 +30,10 @@ if [ "$(cat "$WH/.key" 2>/dev/null)" != "$key" ]; then
 fi
 
 echo ">> docker build $REF (BASE_IMAGE=$BASE, offline)" >&2
+old_id="$(docker image inspect -f '{{.Id}}' "$REF" 2>/dev/null || true)"
 docker build -q --network none --build-arg "BASE_IMAGE=$BASE" -t "$REF" . >&2
+# The image replaced by a rebuild would stay as a dangling ~400 MB image per
+# source change (the disk fills, and LogStores on local-path volumes see it).
+new_id="$(docker image inspect -f '{{.Id}}' "$REF")"
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then docker rmi "$old_id" >/dev/null 2>&1 || true; fi
 echo "$REF"

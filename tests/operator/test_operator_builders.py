@@ -185,3 +185,18 @@ def test_builders_do_not_mutate_their_input() -> None:
     c = parse_cluster(body)
     b.desired_children(c, render_config(c))
     assert body == before
+
+
+@pytest.mark.parametrize("policy,when_deleted", [("Retain", "Retain"), ("Delete", "Delete")])
+def test_staging_volumes_follow_the_deletion_policy_and_bound_the_disk_budget(policy, when_deleted) -> None:
+    body = sample("cluster-service.yaml")
+    body["spec"]["deletionPolicy"] = policy
+    body["spec"]["storageSize"] = "2Gi"
+    c = parse_cluster(body)
+    cfg = render_config(c)
+    sts = b.statefulset(c, cfg)
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == when_deleted
+    assert Config.from_dict(cfg.values)["woodpecker.logstore.disk.maxBytes"] == 2 << 30
+    body["spec"]["config"] = {"woodpecker.logstore.disk.maxBytes": "1Gi"}  # spec.config still wins
+    values = render_config(parse_cluster(body)).values
+    assert Config.from_dict(values)["woodpecker.logstore.disk.maxBytes"] == 1 << 30

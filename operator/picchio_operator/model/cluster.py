@@ -215,7 +215,9 @@ def statefulset(c: ClusterSpec, cfg: RenderedConfig) -> Obj:
         if c.storage_class_name:
             pvc_spec["storageClassName"] = c.storage_class_name
         spec["volumeClaimTemplates"] = [{"metadata": {"name": "data"}, "spec": pvc_spec}]
-        spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+        # deletionPolicy Delete purges the cluster's data: its staging volumes go with it
+        when_deleted = "Delete" if c.deletion_policy == "Delete" else "Retain"
+        spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": when_deleted, "whenScaled": "Retain"}
     else:
         volumes.append({"name": "data", "emptyDir": {}})
     return {

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from logstore.config import SETTINGS, validate_overrides
+from logstore.config import SETTINGS, parse_size, validate_overrides
 from logstore.errors import ConfigError
 
 from .constants import etcd_client_secret_name
@@ -109,6 +109,13 @@ def spec_values(c: ClusterSpec) -> dict[str, Any]:
             # LogStores and clients must not need that permission.
             "minio.createBucket": False,
         })
+    if c.service_mode and c.storage_size:
+        # the LogStores' staging budget is their own volume, not the fill level of whatever
+        # file system backs it (a shared node disk would make them refuse writes)
+        try:
+            v["woodpecker.logstore.disk.maxBytes"] = parse_size(c.storage_size, "spec.storageSize")
+        except ConfigError:
+            pass  # an exotic quantity: leave the file-system check in force
     return v
 
 

@@ -1,0 +1,148 @@
+"""kubectl helpers of the e2e suite (a plain module, imported by conftest.py
+and the tests).  Everything goes through the ``kubectl`` binary against the
+cluster ``KUBECONFIG`` names; every wait polls with a deadline."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+SYSTEM_NS = "picchio-system"   # operator (manifests/), etcd and MinIO
+TEST_NS = "picchio-e2e"        # the WoodpeckerClusters, logs and client Jobs
+
+
+def _kubectl_binary() -> str:
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    try:  # the pinned build of `make components`
+        sys.path.insert(0, str(ROOT / "e2e"))
+        from picchio_harness.build import component_binary
+
+        p = Path(component_binary("kubectl"))
+        if p.exists():
+            return str(p)
+    except Exception:  # noqa: BLE001 - fall back to PATH
+        pass
+    found = shutil.which("kubectl")
+    if not found:
+        raise RuntimeError("no kubectl: set KUBECTL or put kubectl on PATH")
+    return found
+
+
+KUBECTL = _kubectl_binary()
+
+
+def _images_env() -> dict[str, str]:
+    f = Path(os.environ.get("PICCHIO_CACHE", Path.home() / ".cache/picchio")) / "kind" / "images.env"
+    out: dict[str, str] = {}
+    if f.exists():
+        for line in f.read_text().splitlines():
+            k, sep, v = line.partition("=")
+            if sep and not line.startswith("#"):
+                out[k.strip()] = v.strip()
+    return out
+
+
+_IMAGES = _images_env()
+PROJECT_IMAGE = os.environ.get("PICCHIO_IMAGE", "picchio.local/picchio:dev")
+ETCD_IMAGE = os.environ.get("ETCD_IMAGE") or _IMAGES.get("ETCD_IMAGE", "quay.io/coreos/etcd:v3.6.5")
+MINIO_IMAGE = os.environ.get("MINIO_IMAGE") or _IMAGES.get("MINIO_IMAGE", "quay.io/minio/minio:latest")
+# Never for images loaded into kind (`kind load docker-image`); set
+# E2E_PULL_POLICY=IfNotPresent when the images come from a registry.
+PULL_POLICY = os.environ.get("E2E_PULL_POLICY", "Never")
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [KUBECTL, *args]
+    p = subprocess.run(cmd, check=False, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def apply(objs: Any) -> None:
+    docs = objs if isinstance(objs, list) else [objs]
+    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=e2e", "-f", "-",
+            input=yaml.safe_dump_all(docs))
+
+
+def get(kind: str, name: str | None = None, ns: str | None = TEST_NS, selector: str | None = None) -> Any:
+    """The object (or list) as JSON; None when it does not exist."""
+    args = ["get", kind] + ([name] if name else []) + (["-n", ns] if ns else []) + (["-l", selector] if selector else [])
+    p = kubectl(*args, "-o", "json", check=False)
+    if p.returncode != 0:
+        if "NotFound" in p.stderr or "not found" in p.stderr:
+            return None
+        raise RuntimeError(f"kubectl {' '.join(args)}: {p.stderr}")
+    return json.loads(p.stdout)
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 120.0, interval: float = 1.0) -> T:
+    """Poll ``fn`` until it returns something truthy; fail naming ``what`` and
+    the last value (or exception) at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            got = fn()
+            if got:
+                return got
+            last = got
+        except Exception as e:  # noqa: BLE001 - transient states count as "not yet"
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def condition(obj: dict | None, type_: str) -> dict:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c
+    return {}
+
+
+def pod_ready(pod: dict) -> bool:
+    return (pod.get("metadata", {}).get("deletionTimestamp") is None
+            and condition(pod, "Ready").get("status") == "True")
+
+
+def wait_rollout(kind: str, name: str, ns: str, timeout: float = 180) -> None:
+    kubectl("rollout", "status", f"{kind}/{name}", "-n", ns, f"--timeout={int(timeout)}s", timeout=timeout + 10)
+
+
+def dump(namespaces: tuple[str, ...] = (SYSTEM_NS, TEST_NS), log_lines: int = 150) -> str:
+    """Everything useful after a failure: objects, descriptions, events, pod logs."""
+    out: list[str] = []
+
+    def section(title: str, *args: str) -> None:
+        try:
+            p = kubectl(*args, check=False, timeout=60)
+            out.append(f"---- {title}\n{p.stdout}{p.stderr}")
+        except Exception as e:  # noqa: BLE001 - a dump never fails the dump
+            out.append(f"---- {title}: {e}")
+
+    section("kubectl get -A", "get", "nodes,pods,svc,sts,deploy,jobs,pvc,pdb,wpc,wplog", "-A", "-o", "wide")
+    for ns in namespaces:
+        section(f"describe wpc,wplog -n {ns}", "describe", "wpc,wplog", "-n", ns)
+        section(f"describe pods -n {ns}", "describe", "pods", "-n", ns)
+        section(f"events -n {ns}", "get", "events", "-n", ns, "--sort-by=.lastTimestamp")
+        pods = get("pods", ns=ns) or {"items": []}
+        for p in pods["items"]:
+            name = p["metadata"]["name"]
+            section(f"logs {ns}/{name}", "logs", "-n", ns, name, "--all-containers", f"--tail={log_lines}")
+            if any((cs.get("restartCount") or 0) > 0 for cs in (p.get("status") or {}).get("containerStatuses") or []):
+                section(f"previous logs {ns}/{name}", "logs", "-n", ns, name, "--all-containers", "--previous",
+                        f"--tail={log_lines}")
+    return "\n".join(out)

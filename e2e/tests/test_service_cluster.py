@@ -1,0 +1,359 @@
+"""A service-mode WoodpeckerCluster with real LogStore pods, end to end:
+Ready, in-cluster clients write and read, retention/GC, a LogStore pod killed
+during writes, scale, a rolling config change that keeps the ack quorum, and
+deletion policies.  The tests run in file order and share one cluster."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+import pytest
+import yaml
+from kube import PROJECT_IMAGE, PULL_POLICY, ROOT, TEST_NS, apply, condition, get, kubectl, pod_ready, wait_for
+
+NAME = "wal"
+SELECTOR = f"app.kubernetes.io/instance={NAME}"
+STS = f"{NAME}-server"
+ACK_QUORUM = 2
+
+
+def wpc_manifest() -> dict:
+    """manifests/samples/cluster-service.yaml, in the test namespace, with the
+    project image and requests that fit a 2-core machine."""
+    o = yaml.safe_load((ROOT / "manifests/samples/cluster-service.yaml").read_text())
+    o["metadata"]["namespace"] = TEST_NS
+    o["spec"].update({
+        "image": PROJECT_IMAGE,
+        "imagePullPolicy": PULL_POLICY,
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "storageSize": "1Gi",
+    })
+    # local-path volumes live on the node's (here: the host's) file system, whose
+    # fill level is not ours: give the LogStores a staging budget of their own.
+    o["spec"]["config"].setdefault("woodpecker", {})["logstore"] = {"disk": {"maxBytes": "512M"}}
+    return o
+
+
+@pytest.fixture(scope="module")
+def cluster(installed):
+    apply(wpc_manifest())
+    yield NAME
+
+
+# ---------------------------------------------------------------- client Jobs
+
+_job_seq = iter(range(1, 10_000))
+_run = uuid.uuid4().hex[:5]
+
+
+def start_job(script_args: list[str], name: str | None = None, env: dict[str, str] | None = None,
+              command: list[str] | None = None) -> str:
+    """A Job running the project image with e2e_client.py and the cluster's
+    client configuration (ConfigMap e2e-client, a copy of <name>-client) plus
+    the S3 credentials from the Secret, as an application would."""
+    name = name or f"client-{_run}-{next(_job_seq)}"
+    envs = [{"name": "PICCHIO_CONFIG", "value": "/etc/picchio/woodpecker.yaml"},
+            {"name": "PICCHIO_MINIO_ACCESSKEYID", "valueFrom": {"secretKeyRef": {"name": "picchio-s3", "key": "accessKeyID"}}},
+            {"name": "PICCHIO_MINIO_SECRETACCESSKEY",
+             "valueFrom": {"secretKeyRef": {"name": "picchio-s3", "key": "secretAccessKey"}}}]
+    envs += [{"name": k, "value": v} for k, v in (env or {}).items()]
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": TEST_NS},
+        "spec": {
+            "backoffLimit": 0, "activeDeadlineSeconds": 300, "ttlSecondsAfterFinished": 600,
+            "template": {"metadata": {"labels": {"app": "e2e-client"}}, "spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "client", "image": PROJECT_IMAGE, "imagePullPolicy": PULL_POLICY,
+                    "command": command or ["python", "/scripts/e2e_client.py", *script_args],
+                    "env": envs,
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/picchio"},
+                                     {"name": "scripts", "mountPath": "/scripts"}],
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                }],
+                "volumes": [{"name": "config", "configMap": {"name": "e2e-client"}},
+                            {"name": "scripts", "configMap": {"name": "e2e-scripts"}}],
+            }},
+        },
+    }
+    apply(job)
+    return name
+
+
+def job_logs(name: str) -> str:
+    return kubectl("logs", f"job/{name}", "-n", TEST_NS, "--tail=-1", check=False).stdout
+
+
+def wait_job(name: str, timeout: float = 240, ok: bool = True) -> str:
+    """Wait until the Job finished; return its output.  ``ok``: it must have succeeded."""
+    def done():
+        j = get("job", name)
+        st = (j or {}).get("status") or {}
+        return "ok" if st.get("succeeded") else "failed" if st.get("failed") else None
+    res = wait_for(f"job {name} to finish", done, timeout=timeout, interval=2)
+    out = job_logs(name)
+    if ok:
+        assert res == "ok", f"job {name} failed:\n{out}"
+    return out
+
+
+def run_job(script_args: list[str], timeout: float = 240, **kw) -> str:
+    return wait_job(start_job(script_args, **kw), timeout=timeout)
+
+
+def acked(out: str) -> dict[str, str]:
+    """payload -> id of every acknowledged append in a writer's output."""
+    return {m.group(2): m.group(1) for m in re.finditer(r"^ACK \d+ (\S+) (\S+)$", out, re.MULTILINE)}
+
+
+def read_back(out: str) -> list[tuple[str, str]]:
+    return re.findall(r"^READ (\S+) (\S+)$", out, re.MULTILINE)
+
+
+def wpc() -> dict:
+    return get("wpc", NAME)
+
+
+def ready_pods() -> list[str]:
+    pods = (get("pods", selector=SELECTOR) or {"items": []})["items"]
+    return sorted(p["metadata"]["name"] for p in pods if pod_ready(p))
+
+
+def wait_cluster_ready(replicas: int, timeout: float = 240) -> dict:
+    def check():
+        o = wpc()
+        st = (o or {}).get("status") or {}
+        if condition(o, "Ready").get("status") == "True" and st.get("readyReplicas") == replicas \
+                and len(ready_pods()) == replicas:
+            return o
+        return None
+    return wait_for(f"wpc/{NAME} Ready with {replicas} ready LogStores", check, timeout=timeout, interval=2)
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_service_cluster_becomes_ready_with_real_pods(cluster) -> None:
+    o = wait_cluster_ready(3, timeout=300)
+    out = kubectl("get", "wpc", NAME, "-n", TEST_NS).stdout
+    row = out.splitlines()[1].split()
+    assert row[:5] == [NAME, "service", "3", "3", "Ready"], out
+    pods = get("pods", selector=SELECTOR)["items"]
+    assert len(pods) == 3 and all(p["spec"]["containers"][0]["image"] == PROJECT_IMAGE for p in pods)
+    assert len({p["spec"]["nodeName"] for p in pods}) >= 1
+    # the client Service exists with its port, and has the 3 LogStores behind it
+    svc = get("service", f"{NAME}-server-client")
+    assert svc["spec"]["ports"][0]["port"] == 18080
+    eps = get("endpoints", f"{NAME}-server-client")
+    addrs = [a for s in eps.get("subsets") or [] for a in s.get("addresses") or []]
+    assert len(addrs) == 3, eps
+    assert o["status"].get("clientConfigMap", f"{NAME}-client") == f"{NAME}-client"
+    # the applications' configuration: copied for the client Jobs (it outlives the cluster in the last test)
+    cm = get("configmap", f"{NAME}-client")
+    text = cm["data"]["woodpecker.yaml"]
+    assert yaml.safe_load(text)["woodpecker"]["storage"]["type"] == "service"
+    apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "e2e-client", "namespace": TEST_NS},
+           "data": {"woodpecker.yaml": text}})
+
+
+def test_client_job_writes_and_reads_through_logstores(cluster) -> None:
+    w = run_job(["write", "basic", "50", "--prefix", "basic"])
+    ids = acked(w)
+    assert len(ids) == 50, w
+    r = run_job(["read", "basic"])
+    got = read_back(r)
+    assert [p for _, p in got] == [f"basic-{i:06d}" for i in range(50)], r
+    assert [i for i, _ in got] == [ids[p] for _, p in got]
+    # the same through the command line applications use
+    cli = "picchio --config /etc/picchio/woodpecker.yaml"
+    script = (f"{cli} log create cli\n"
+              f"seq 1 20 | sed 's/^/cli-/' | {cli} log append cli\n"
+              f"echo READS; {cli} log read cli --timeout 5\n"
+              f"{cli} --json log stat cli")
+    out = run_job([], command=["sh", "-ec", script])
+    reads = out.split("READS", 1)[1]
+    assert [ln.split("\t")[1] for ln in reads.splitlines() if "\t" in ln] == [f"cli-{i}" for i in range(1, 21)], out
+    assert '"lastId"' in out, out
+
+
+def test_retention_truncates_and_gc_reclaims_from_minio(cluster) -> None:
+    # small segments: the writer rolls a segment every 2 blocks (client-side policy)
+    env = {"PICCHIO_WOODPECKER_CLIENT_SEGMENTROLLINGPOLICY_MAXBLOCKS": "2"}
+    w = run_job(["write", "retained", "40", "--prefix", "ret"], env=env)
+    ids = acked(w)
+    assert len(ids) == 40, w
+    log = {"apiVersion": "picchio.dev/v1alpha1", "kind": "WoodpeckerLog",
+           "metadata": {"name": "retained", "namespace": TEST_NS},
+           "spec": {"clusterRef": NAME, "logName": "retained", "gc": {"intervalSeconds": 5},
+                    "deletionPolicy": "Delete"}}
+    apply(log)
+    def listed():
+        o = get("wplog", "retained")
+        return o if condition(o, "Ready").get("status") == "True" and (o["status"].get("segments") or 0) >= 3 else None
+    first = wait_for("wplog/retained Ready with its segments", listed, timeout=120)
+    segs_before = first["status"]["segments"]
+    log_id = first["status"]["logId"]
+    objs_before = run_job(["objects", ""])
+    wm = ids["ret-000029"]
+    kubectl("patch", "wplog", "retained", "-n", TEST_NS, "--type=merge", "-p", f'{{"spec":{{"truncateTo":"{wm}"}}}}')
+
+    def collected():
+        o = get("wplog", "retained")
+        st = o.get("status") or {}
+        if st.get("truncatedId") == wm and (st.get("reclaimedBytes") or 0) > 0 and st.get("segmentsAwaitingGc") == 0:
+            return o
+        return None
+    o = wait_for("truncated segments garbage-collected", collected, timeout=120, interval=2)
+    assert o["status"]["segments"] < segs_before, o["status"]
+    out = kubectl("get", "wplog", "retained", "-n", TEST_NS).stdout
+    row = out.splitlines()[1].split()
+    assert row[:3] == ["retained", NAME, "retained"] and row[3] == str(o["status"]["segments"]) and row[5] == wm, out
+    # the objects of the collected segments are gone from MinIO, the rest is there
+    objs_after = run_job(["objects", ""])
+    n_before = int(re.search(r"DONE objects=(\d+)", objs_before).group(1))
+    n_after = int(re.search(r"DONE objects=(\d+)", objs_after).group(1))
+    assert n_after < n_before, (objs_before, objs_after)
+    first_seg = int(wm.split(":")[0])
+    left = {int(m) for m in re.findall(rf"^OBJ \S*/{log_id}/(\d+)/", objs_after, re.MULTILINE)}
+    assert left and min(left) > first_seg, (wm, objs_after)   # segments <= the watermark's: deleted
+    assert o["status"]["reclaimedSegments"] >= first_seg + 1, o["status"]
+    # entries after the watermark still read back
+    r = run_job(["read", "retained"])
+    got = [p for _, p in read_back(r)]
+    assert got and got[-1] == "ret-000039" and "ret-000000" not in got, r
+
+
+def test_deleting_a_logstore_pod_during_writes_loses_nothing_acked(cluster) -> None:
+    n = 400
+    job = start_job(["write", "chaos", str(n), "--prefix", "chaos", "--interval", "0.02", "--deadline", "240"])
+    wait_for("the writer has acknowledged entries", lambda: len(acked(job_logs(job))) >= 50, timeout=120, interval=1)
+    victim = f"{STS}-1"
+    old_uid = get("pod", victim)["metadata"]["uid"]
+    kubectl("delete", "pod", victim, "-n", TEST_NS, "--wait=false")
+    at_kill = len(acked(job_logs(job)))
+    assert at_kill < n, "the writer finished before the pod was deleted: make it slower"
+    w = wait_job(job, timeout=300, ok=False)
+    ids = acked(w)
+    assert len(ids) > at_kill, f"no appends acknowledged after the pod was deleted:\n{w}"
+    r = run_job(["read", "chaos"])
+    got = {p: i for i, p in read_back(r)}
+    lost = sorted(set(ids) - set(got))
+    assert not lost, f"acknowledged but not read back: {lost[:20]} ({len(lost)})\n{w[-3000:]}"
+    assert all(got[p] == i for p, i in ids.items()), "an acknowledged entry came back under another id"
+    # nothing out of order or duplicated
+    payloads = [p for _, p in read_back(r)]
+    assert len(payloads) == len(set(payloads)), "duplicates"
+    assert "DONE acked=" in w and f"acked={n}" in w, w[-2000:]
+    def replaced():
+        p = get("pod", victim)
+        return p and p["metadata"]["uid"] != old_uid and pod_ready(p)
+    wait_for("the deleted LogStore pod replaced", replaced, timeout=180)
+    wait_cluster_ready(3, timeout=180)
+
+
+def test_scale_and_rolling_config_change_keep_the_ack_quorum(cluster) -> None:
+    kubectl("scale", f"wpc/{NAME}", "-n", TEST_NS, "--replicas=4")
+    wait_for("StatefulSet scaled to 4", lambda: get("statefulset", STS)["spec"]["replicas"] == 4, timeout=60)
+    wait_for("PDB follows: maxUnavailable = replicas - ackQuorum",
+             lambda: get("pdb", STS)["spec"]["maxUnavailable"] == 4 - ACK_QUORUM, timeout=60)
+    wait_cluster_ready(4, timeout=240)
+    row = kubectl("get", "wpc", NAME, "-n", TEST_NS).stdout.splitlines()[1].split()
+    assert row[2:4] == ["4", "4"], row
+
+    sts = get("statefulset", STS)
+    before_hash = sts["spec"]["template"]["metadata"]["annotations"]["picchio.dev/config-hash"]
+    before_rev = sts["status"].get("currentRevision")
+    samples: list[tuple[float, int, int]] = []  # (t, ready, pods not ready)
+    pdb_healthy: list[int] = []  # the PDB's status.currentHealthy
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                pods = (get("pods", selector=SELECTOR) or {"items": []})["items"]
+                ready = sum(1 for p in pods if pod_ready(p))
+                samples.append((time.monotonic(), ready, 4 - ready))
+                pdb = (get("pdb", STS) or {}).get("status") or {}
+                if "currentHealthy" in pdb:
+                    pdb_healthy.append(pdb["currentHealthy"])
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(0.3)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        kubectl("patch", "wpc", NAME, "-n", TEST_NS, "--type=merge", "-p",
+                '{"spec":{"config":{"woodpecker":{"client":{"segmentRollingPolicy":{"maxSize":"64M"}}}}}}')
+
+        def rolled():
+            s = get("statefulset", STS)
+            h = s["spec"]["template"]["metadata"]["annotations"]["picchio.dev/config-hash"]
+            st = s["status"]
+            return (h != before_hash and st.get("updateRevision") != before_rev
+                    and st.get("currentRevision") == st.get("updateRevision")
+                    and st.get("updatedReplicas") == 4 and st.get("readyReplicas") == 4)
+        wait_for("the StatefulSet rolled to the new configuration", rolled, timeout=420, interval=2)
+    finally:
+        stop.set()
+        t.join()
+    assert "maxSize: 64M" in get("configmap", f"{NAME}-config")["data"]["woodpecker.yaml"]
+    pods = get("pods", selector=SELECTOR)["items"]
+    new_hash = get("statefulset", STS)["spec"]["template"]["metadata"]["annotations"]["picchio.dev/config-hash"]
+    assert all(p["metadata"]["annotations"]["picchio.dev/config-hash"] == new_hash for p in pods)
+    min_ready = min(r for _, r, _ in samples)
+    max_down = max(d for _, _, d in samples)
+    print(f"roll: {len(samples)} samples over {samples[-1][0] - samples[0][0]:.0f}s, "
+          f"min ready {min_ready}/4, max not ready {max_down}, PDB currentHealthy min {min(pdb_healthy or [-1])}")
+    assert pdb_healthy and min(pdb_healthy) >= ACK_QUORUM, f"PDB currentHealthy fell to {min(pdb_healthy or [-1])}"
+    assert min_ready >= ACK_QUORUM, f"ready LogStores dropped to {min_ready} during the roll"
+    assert max_down <= 1, f"{max_down} LogStores were down at once (one at a time expected)"
+    assert get("pdb", STS)["spec"]["maxUnavailable"] == 2
+    wait_cluster_ready(4, timeout=120)
+    # the cluster still serves: write and read after the roll
+    w = run_job(["write", "after-roll", "20", "--prefix", "roll"])
+    assert len(acked(w)) == 20, w
+    assert len(read_back(run_job(["read", "after-roll"]))) == 20
+
+
+def test_deleting_everything_follows_the_deletion_policies(cluster) -> None:
+    # a Retain log of an existing log, and the Delete log from the retention test
+    apply({"apiVersion": "picchio.dev/v1alpha1", "kind": "WoodpeckerLog",
+           "metadata": {"name": "basic", "namespace": TEST_NS},
+           "spec": {"clusterRef": NAME, "deletionPolicy": "Retain"}})
+    wait_for("wplog/basic Ready", lambda: condition(get("wplog", "basic"), "Ready").get("status") == "True", timeout=90)
+    kubectl("delete", "wplog", "basic", "retained", "-n", TEST_NS, "--timeout=120s", timeout=130)
+    logs = run_job(["list"])
+    names = set(re.findall(r"^LOG (\S+)$", logs, re.MULTILINE))
+    assert "basic" in names, logs            # Retain: the log stays in the cluster
+    assert "retained" not in names, logs     # Delete: removed from the cluster
+    assert {"chaos", "after-roll"} <= names, logs
+
+    # the cluster (sample: deletionPolicy Retain), switched to Delete before deleting
+    uid = wpc()["metadata"]["uid"]
+    kubectl("patch", "wpc", NAME, "-n", TEST_NS, "--type=merge", "-p", '{"spec":{"deletionPolicy":"Delete"}}')
+    before = run_job(["objects", ""])
+    assert int(re.search(r"DONE objects=(\d+)", before).group(1)) > 0
+    kubectl("delete", "wpc", NAME, "-n", TEST_NS, "--timeout=180s", timeout=190)
+    children = [("statefulset", STS), ("service", f"{NAME}-server-client"), ("service", f"{NAME}-server-headless"),
+                ("service", f"{NAME}-server-metrics"), ("configmap", f"{NAME}-config"),
+                ("configmap", f"{NAME}-client"), ("pdb", STS)]
+    for kind, name in children:
+        wait_for(f"{kind}/{name} garbage-collected", lambda kind=kind, name=name: get(kind, name) is None, timeout=120)
+    wait_for("LogStore pods gone", lambda: not (get("pods", selector=SELECTOR) or {"items": []})["items"], timeout=120)
+    # Delete purged the bucket prefix and the etcd prefix
+    after = run_job(["objects", "wal/"])
+    assert "DONE objects=0 " in after, after
+    logs = run_job(["list"])
+    assert "DONE logs=0" in logs, logs
+    # the S3 Secret is released (no picchio.dev/in-use finalizer left)
+    sec = get("secret", "picchio-s3")
+    assert "picchio.dev/in-use" not in (sec["metadata"].get("finalizers") or []), sec["metadata"]
+    assert uid
+    # LogStore volumes: the StatefulSet's persistentVolumeClaimRetentionPolicy is
+    # Retain (whenDeleted), so the PVCs outlive the cluster; the suite removes them.
+    pvcs = [p["metadata"]["name"] for p in (get("pvc", selector=SELECTOR) or {"items": []})["items"]]
+    print(f"PVCs left by the StatefulSet (retention policy Retain): {pvcs}")
+    if pvcs:
+        kubectl("delete", "pvc", *pvcs, "-n", TEST_NS, "--timeout=120s", timeout=130)
