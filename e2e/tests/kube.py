@@ -8,12 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from picchio_harness.procs import wait_for as harness_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -89,21 +89,8 @@ def get(kind: str, name: str | None = None, ns: str | None = TEST_NS, selector: 
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 120.0, interval: float = 1.0) -> T:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what`` and
-    the last value (or exception) at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            got = fn()
-            if got:
-                return got
-            last = got
-        except Exception as e:  # noqa: BLE001 - transient states count as "not yet"
-            last = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
+    """The harness's poller, with the slower defaults a real cluster needs."""
+    return harness_wait_for(what, fn, timeout, interval)
 
 
 def condition(obj: dict | None, type_: str) -> dict:
