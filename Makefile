@@ -12,7 +12,7 @@ deps:
 	  echo ">> installing etcd-server (Debian)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null; }
 	@pkill -f '^/usr/bin/etcd$$' 2>/dev/null || true  # Debian's package may start a default instance
-	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, grpc, moto, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography; import importlib.metadata as m; m.version(\"picchio\")" 2>/dev/null || { \
+	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, grpc, isal, moto, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography; import importlib.metadata as m; m.version(\"picchio\")" 2>/dev/null || { \
 	  echo ">> pip install -e .[test,operator]"; \
 	  $(PIP) install -q -e '.[test,operator]'; }
 

@@ -16,11 +16,15 @@ mismatch: :class:`CorruptionError`), so damage never reads as end-of-log.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from .errors import CorruptionError
+
+try:  # ISA-L's CRC-32/IEEE: the same checksum as zlib's, ~10× faster (SIMD); zlib where it is missing
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    from zlib import crc32
 from .proto import encode_properties, layout_prefix
 
 FORMAT_VERSION = 6
@@ -56,7 +60,7 @@ FOOTER_V5_RECORD_SIZE = RECORD_HEADER_SIZE + _FOOTER_V5.size        # 45
 
 def encode_record(rtype: int, payload: bytes) -> bytes:
     tl = _TL.pack(rtype, len(payload))
-    return struct.pack("<I", zlib.crc32(payload, zlib.crc32(tl))) + tl + payload
+    return struct.pack("<I", crc32(payload, crc32(tl))) + tl + payload
 
 
 def decode_record(buf: bytes | memoryview, off: int = 0) -> tuple[int, memoryview, int] | None:
@@ -69,7 +73,7 @@ def decode_record(buf: bytes | memoryview, off: int = 0) -> tuple[int, memoryvie
     end = off + RECORD_HEADER_SIZE + length
     if end > len(mv):
         return None
-    if zlib.crc32(mv[off + 4:end]) != crc:
+    if crc32(mv[off + 4:end]) != crc:
         raise CorruptionError(f"record CRC mismatch at byte {off}")
     if rtype not in RecordType._value2member_map_:
         raise CorruptionError(f"unknown record type {rtype} at byte {off}")
@@ -234,9 +238,9 @@ class BlockBuilder:
         props = encode_properties(properties)
         body_len = len(prefix) + len(payload) + len(props)
         tl = _TL.pack(RecordType.DATA, body_len)
-        rcrc = zlib.crc32(props, zlib.crc32(payload, zlib.crc32(prefix, zlib.crc32(tl))))
+        rcrc = crc32(props, crc32(payload, crc32(prefix, crc32(tl))))
         head = struct.pack("<I", rcrc) + tl + prefix
-        self.crc = zlib.crc32(props, zlib.crc32(payload, zlib.crc32(head, self.crc)))
+        self.crc = crc32(props, crc32(payload, crc32(head, self.crc)))
         self.pieces.append(head)
         self.pieces.append(payload)
         if props:
@@ -250,8 +254,8 @@ class BlockBuilder:
     def add_raw(self, layout: bytes) -> int:
         """Frame an entry already encoded as ``LogMessageLayout`` bytes (service mode)."""
         tl = _TL.pack(RecordType.DATA, len(layout))
-        head = struct.pack("<I", zlib.crc32(layout, zlib.crc32(tl))) + tl
-        self.crc = zlib.crc32(layout, zlib.crc32(head, self.crc))
+        head = struct.pack("<I", crc32(layout, crc32(tl))) + tl
+        self.crc = crc32(layout, crc32(head, self.crc))
         self.pieces.append(head)
         self.pieces.append(layout)
         size = RECORD_HEADER_SIZE + len(layout)
@@ -290,7 +294,7 @@ def decode_block(buf: bytes | memoryview, off: int = 0) -> DecodedBlock | None:
     if end > len(mv):
         return None
     data = mv[data_off:end]
-    if zlib.crc32(data) != hdr.block_crc:
+    if crc32(data) != hdr.block_crc:
         raise CorruptionError(f"block {hdr.block_number} data CRC mismatch")
     records: list[memoryview] = []
     i = 0
@@ -319,7 +323,7 @@ def merge_blocks(blocks: list[DecodedBlock], block_number: int, with_header: boo
     header only on ``m_0``)."""
     data = b"".join(bytes(rec_bytes) for b in blocks for rec_bytes in _raw_records(b))
     first, last = blocks[0].header.first_entry_id, blocks[-1].header.last_entry_id
-    hdr = BlockHeader(block_number, first, last, len(data), zlib.crc32(data))
+    hdr = BlockHeader(block_number, first, last, len(data), crc32(data))
     head = HeaderRecord(first, FLAG_COMPACTED).encode() if with_header else b""
     return head + hdr.encode() + data
 
@@ -328,5 +332,5 @@ def _raw_records(b: DecodedBlock) -> list[bytes]:
     out = []
     for payload in b.records:
         tl = _TL.pack(RecordType.DATA, len(payload))
-        out.append(struct.pack("<I", zlib.crc32(payload, zlib.crc32(tl))) + tl + bytes(payload))
+        out.append(struct.pack("<I", crc32(payload, crc32(tl))) + tl + bytes(payload))
     return out
