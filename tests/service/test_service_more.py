@@ -1,10 +1,7 @@
 """Service mode: fencing, writer crash cycles, TLS, disk watermarks, probes."""
 import asyncio
-import json
 import os
 import random
-import signal
-import subprocess
 import sys
 
 import urllib.error
@@ -18,7 +15,7 @@ from logstore import EARLIEST
 from picchio_harness.pki import CertificateAuthority
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
-from crash_writer import payload  # noqa: E402
+from crashcheck import check_exactly_once, read_back, run_cycle  # noqa: E402
 
 
 async def test_fenced_old_writer(service_cluster):
@@ -41,44 +38,16 @@ async def test_fenced_old_writer(service_cluster):
             await r.read_next(timeout=0.3)
 
 
-async def test_writer_sigkill_cycles(service_cluster, tmp_path):
+async def test_writer_sigkill_cycles(service_cluster):
     sc = service_cluster()
-    flat = sc.config.to_dict()
     async with logstore.Client(sc.config) as c:
         await c.create_log("crashy")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     rng = random.Random(7)
     acked = []
     for cycle in range(6):
-        child = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "integration" / "crash_writer.py"),
-                                  json.dumps(flat), "crashy", str(cycle)], stdout=subprocess.PIPE, text=True, env=env)
-        assert child.stdout.readline().strip() == "open"
-        await asyncio.sleep(rng.uniform(0.05, 0.5))  # the random moment of the crash
-        child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate(timeout=30)
-        acked += [tuple(ln.split()[1:]) for ln in out.splitlines() if ln.startswith("ack ") and len(ln.split()) == 4]
+        acked += await asyncio.to_thread(run_cycle, sc.config.to_dict(), "crashy", cycle, rng, (0.05, 0.5))
     assert len(acked) > 20
-    async with logstore.Client(sc.config) as c:
-        log = await c.open_log("crashy")
-        async with await log.open_writer():
-            pass
-        r = await log.open_reader(EARLIEST)
-        got = []
-        while True:
-            try:
-                got.append(await r.read_next(timeout=2))
-            except TimeoutError:
-                break
-    seen = {}
-    for m in got:
-        cyc, seq = (int(x) for x in m.payload.split(b":", 2)[:2])
-        assert (cyc, seq) not in seen, "read twice"
-        assert m.payload == payload(cyc, seq)
-        seen[(cyc, seq)] = str(m.id)
-    keys = [tuple(int(x) for x in m.payload.split(b":", 2)[:2]) for m in got]
-    assert keys == sorted(keys)
-    for cyc, seq, mid in acked:
-        assert seen.get((int(cyc), int(seq))) == mid, f"acknowledged {cyc}:{seq} ({mid}) lost or moved"
+    check_exactly_once(await read_back(sc.config, "crashy", idle=2.0), acked)
 
 
 def _tls_files(tmp_path):
