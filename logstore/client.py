@@ -2,16 +2,19 @@
 No global state — every client (and every test) has its own connections."""
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Mapping
 
 from .config import Config
-from .errors import InvalidArgumentError, LogNotFoundError
+from .errors import InvalidArgumentError, LogNotFoundError, LogstoreError
 from .hub import TailHub
 from .log import LogHandle
 from .meta import MetaStore
+from .proto import SegmentState
 from .storage import Backend, open_backend
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
@@ -76,12 +79,26 @@ class Client:
             raise InvalidArgumentError("prefix must be a str")
         return await self.meta.list_logs(prefix)
 
+    async def _fence_active(self, name: str, log_id: int) -> None:
+        """Fence the active segment first, so a writer in another process cannot
+        acknowledge one more append into a log being deleted.  Best effort: with
+        its storage unreachable the deletion still goes on (that writer then
+        learns of it from etcd within reader.metaPollInterval)."""
+        handle = LogHandle(self, name, log_id)
+        for seg in await self.meta.segments(name):
+            if seg.value.state == SegmentState.ACTIVE:
+                try:
+                    await handle.complete_segment(seg)
+                except LogstoreError as e:
+                    log.warning("deleting log %r: could not fence segment %d first: %s", name, seg.value.seg_no, e)
+
     async def delete_log(self, name: str) -> tuple[int, int]:
         """Delete the log's stored bytes and its metadata → (objects or files, bytes)
         removed.  Storage goes first so no bytes are left without a record."""
         v = await self.meta.get_log(check_log_name(name))
         if v is None:
             raise LogNotFoundError(f"log {name!r} does not exist")
+        await self._fence_active(name, v.value.log_id)
         n, b = await self.backend.delete_log(v.value.log_id)
         v = await self.meta.require_log(name)
         await self.meta.delete_log(name, v.mod_revision, v.value.log_id)

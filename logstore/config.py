@@ -30,10 +30,11 @@ class Setting:
     unit: str = ""  # for duration ints: "ms" or "s"
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    pattern: str = ""  # "endpoint": every item is [http(s)://]host:port
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("etcd.endpoints", "list[str]", ["localhost:2379"], "etcd client endpoints, host:port"),
+    Setting("etcd.endpoints", "list[str]", ["localhost:2379"], "etcd client endpoints, host:port", pattern="endpoint"),
     Setting("etcd.rootPath", "str", "by-dev", "etcd key root; metadata lives under {rootPath}/{woodpecker.meta.prefix}"),
     Setting("etcd.username", "str", "", "etcd user (empty: no authentication)"),
     Setting("etcd.password", "str", "", "etcd password"),
@@ -159,6 +160,15 @@ def parse_duration(value: Any, key: str = "value", unit: str = "s") -> float:
     raise ConfigError(f"{key}: expected a duration (e.g. '10ms', '2s', '10m'), got {value!r}")
 
 
+def split_endpoint(text: str, key: str = "endpoint") -> tuple[str, int]:
+    """``"host:port"`` (optionally ``http://`` / ``https://``) → (host, port)."""
+    rest = re.sub(r"^https?://", "", text.strip())
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key}: expected host:port (e.g. 'localhost:2379'), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
 def _coerce(s: Setting, value: Any) -> Any:
     k = s.key
     if s.type == "str":
@@ -201,6 +211,9 @@ def _coerce(s: Setting, value: Any) -> Any:
         out = list(value)
     else:  # pragma: no cover - the table is ours
         raise AssertionError(s.type)
+    if s.pattern == "endpoint":
+        for item in out:
+            split_endpoint(item, k)
     if s.minimum is not None and isinstance(out, (int, float)) and out < s.minimum:
         raise ConfigError(f"{k}: must be ≥ {s.minimum}, got {value!r}")
     return out
@@ -255,7 +268,9 @@ class Config(Mapping[str, Any]):
         try:
             text = Path(path).read_text()
         except OSError as e:
-            raise ConfigError(f"cannot read configuration file {path}: {e}") from e
+            raise ConfigError(f"cannot read configuration file {path}: {e.strerror or e}") from e
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text (YAML) file") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:

@@ -165,7 +165,7 @@ class LogHandle:
             return
         for v in await self.meta.segments(self.name):
             m = v.value
-            if self._below(m, t) and m.state != SegmentState.TRUNCATED:
+            if self.below_watermark(m, t) and m.state != SegmentState.TRUNCATED:
                 m.state = SegmentState.TRUNCATED
                 try:
                     await self.meta.update_segment(self.name, m, v.mod_revision)
@@ -173,7 +173,7 @@ class LogHandle:
                     pass  # a concurrent GC or compaction moved it; the next run sees it
 
     @staticmethod
-    def _below(m: SegmentMetadata, t: MessageId) -> bool:
+    def below_watermark(m: SegmentMetadata, t: MessageId) -> bool:
         """Entirely at or below the watermark (and never the active segment)."""
         if m.state == SegmentState.ACTIVE:
             return False
@@ -190,7 +190,7 @@ class LogHandle:
         if t is None:
             return report
         versions = await self.meta.segments(self.name)
-        doomed = [v.value.seg_no for v in versions if self._below(v.value, t)]
+        doomed = [v.value.seg_no for v in versions if self.below_watermark(v.value, t)]
         known = {v.value.seg_no for v in versions}
         quorums = {v.value.seg_no: v.value.quorum for v in versions}
         newest = max(known) if known else -1

@@ -9,12 +9,13 @@ Damaged bytes raise :class:`CorruptionError`; they never read as end-of-log.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from .errors import WriterClosedError
+from .errors import CorruptionError, InvalidArgumentError, LogstoreError, WriterClosedError
 from .ids import EARLIEST, LATEST, MessageId
 from .proto import SegmentMetadata, SegmentState, decode_layout
 
@@ -69,6 +70,9 @@ class LogReader:
             self._seg, self._entry = t.segment_id, t.entry_id + 1
 
     async def _refresh_meta(self) -> None:
+        """Segments from etcd — and whether the log still exists: a reader of a
+        deleted log gets LogNotFoundError instead of waiting forever."""
+        await self._h.meta.require_log(self._h.name)
         self._segs = {v.value.seg_no: v.value for v in await self._h.meta.segments(self._h.name)}
         self._meta_read_at = time.monotonic()
 
@@ -81,6 +85,9 @@ class LogReader:
         """The next entry; raises the built-in ``TimeoutError`` if none arrives in time."""
         if self._closed:
             raise WriterClosedError("reader is closed")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not math.isfinite(timeout) or timeout < 0):
+            raise InvalidArgumentError(f"timeout must be None or a finite number of seconds ≥ 0, got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._ready:
             progressed = await self._fill()
@@ -124,8 +131,16 @@ class LogReader:
             if meta is None:
                 return False
         sealed = meta.last_entry_id if meta is not None and meta.state != SegmentState.ACTIVE else None
-        res = await h.backend.scan(h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES,
-                                   quorum=meta.quorum if meta else None, sealed_last=sealed)
+        try:
+            res = await h.backend.scan(h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES,
+                                       quorum=meta.quorum if meta else None, sealed_last=sealed)
+        except CorruptionError:
+            if await self._collected_meanwhile():
+                return True
+            raise
+        except LogstoreError:
+            await self._h.meta.require_log(h.name)  # deleted meanwhile: say so, not "storage failed"
+            raise
         self._cursor = res.cursor
         for blk in res.blocks:
             hdr = blk.header
@@ -144,6 +159,22 @@ class LogReader:
             return True
         await self._maybe_refresh(force=False)
         return False
+
+    async def _collected_meanwhile(self) -> bool:
+        """Bytes of a completed segment went missing: garbage collection after a
+        truncation that overtook this reader, or damage?  Re-read the metadata;
+        if the segment is gone or below the watermark, move on past it."""
+        await self._refresh_meta()
+        t = await self._h.truncated_id()
+        meta = self._segs.get(self._seg)
+        if meta is not None and (t is None or not self._h.below_watermark(meta, t)):
+            return False
+        if t is not None and (self._seg, self._entry) <= (t.segment_id, t.entry_id):
+            self._move_to(t.segment_id, t.entry_id + 1)
+        else:
+            later = [s for s in self._segs if s > self._seg]
+            self._move_to(min(later) if later else self._seg + 1, 0)
+        return True
 
     def _new_cursor(self) -> Any:
         kind = self._h.backend.kind

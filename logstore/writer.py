@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .codec import BlockBuilder, BlockHeader
-from .errors import (ConcurrentUpdateError, InvalidArgumentError, LogstoreError, QuorumUnavailableError,
-                     StorageError, WriterClosedError, WriterFencedError)
+from .errors import (ConcurrentUpdateError, InvalidArgumentError, LogNotFoundError, LogstoreError,
+                     QuorumUnavailableError, StorageError, StorageFullError, WriterClosedError, WriterFencedError)
 from .hub import PublishedBlock
 from .ids import MessageId
 from .proto import QuorumInfo, SegmentMetadata, SegmentState
@@ -44,6 +44,10 @@ class _Batch:
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0  # times re-sent to a new segment after its ensemble lost quorum
 
+    def expired(self, now: float, budget: float, attempt_time: float) -> bool:
+        """True when one more attempt could not finish within the append deadline."""
+        return now + attempt_time > self.started + budget
+
 
 @dataclass
 class _Segment:
@@ -51,7 +55,10 @@ class _Segment:
     store: SegmentWriter
     rev: int
     quorum: QuorumInfo | None = None
-    broken: bool = False  # a block failed for lack of quorum: seal it and move on
+    broken: bool = False  # a block failed (no quorum, storage down): seal it and move on
+    finalized: bool = False  # footer written (completion may still lack its metadata update)
+    completed: bool = False  # recorded Completed in metadata
+    final_size: int = 0
     created: float = field(default_factory=time.monotonic)
     blocks: list[BlockRef] = field(default_factory=list)
     next_block: int = 0
@@ -97,6 +104,13 @@ class LogWriter:
         self._roll_size = cfg[roll + "maxSize"]
         self._roll_age = cfg[roll + "maxInterval"]
         self._roll_blocks = cfg[roll + "maxBlocks"]
+        # the append deadline: one storage call takes at most ``attempt_time``; an
+        # append is acknowledged or fails with a typed error within ``budget`` of
+        # entering its block (local disks have no configured deadline: bounded retries)
+        self._attempt_time = {"minio": cfg["minio.requestTimeout"],
+                              "service": cfg["woodpecker.client.quorum.requestTimeout"]}.get(kind)
+        self._budget = 3 * self._attempt_time if self._attempt_time else None
+        self._meta_poll = cfg["woodpecker.client.reader.metaPollInterval"]
         # service mode must compact: it is how segments reach object storage
         self._compact = kind == "service" or (kind == "minio" and cfg["woodpecker.logstore.segmentCompactionPolicy.enabled"])
 
@@ -116,6 +130,7 @@ class LogWriter:
         self._flusher: asyncio.Task | None = None
         self._acker: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self._watcher: asyncio.Task | None = None
         self._ack_wake = asyncio.Event()
 
     # -- opening -----------------------------------------------------------
@@ -141,6 +156,30 @@ class LogWriter:
         h.hub.writers += 1
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"picchio-flush-{h.name}")
         self._acker = asyncio.create_task(self._ack_loop(), name=f"picchio-ack-{h.name}")
+        self._watcher = asyncio.create_task(self._watch_deleted(), name=f"picchio-watch-{h.name}")
+
+    async def _watch_deleted(self) -> None:
+        """A log deleted by another client stops this writer (LogNotFoundError)
+        within ``reader.metaPollInterval``; local and service segments are also
+        fenced by the deletion, so their next block fails at once."""
+        h = self._h
+        while not (self._closing or self._closed or self._error is not None):
+            await asyncio.sleep(self._meta_poll)
+            try:
+                gone = await h.meta.get_log(h.name) is None
+            except LogstoreError:
+                continue  # etcd unreachable says nothing about deletion; appends report their own errors
+            if gone:
+                self._fail(LogNotFoundError(f"log {h.name!r} was deleted; this writer can no longer append"))
+                return
+
+    async def _fenced_or_deleted(self, e: WriterFencedError) -> LogstoreError:
+        try:
+            if await self._h.meta.get_log(self._h.name) is None:
+                return LogNotFoundError(f"log {self._h.name!r} was deleted; this writer can no longer append")
+        except LogstoreError:
+            pass
+        return e
 
     async def _new_segment(self, seg_id: int) -> _Segment | None:
         """Create segment ``seg_id`` in metadata (create-only) and storage; None if
@@ -243,8 +282,13 @@ class LogWriter:
                     batch = None
                     try:
                         seg = await self._replace_broken(seg)
-                    except QuorumUnavailableError as e:
-                        self._fail_pending(e)  # these appends fail fast; the next append tries again
+                    except (WriterFencedError, LogNotFoundError):
+                        raise
+                    except LogstoreError as e:
+                        # no quorum / storage or etcd down: these appends fail now with a
+                        # typed error; the writer stays usable and the next append tries again
+                        self._fail_pending(e)
+                        await self._pause_after_failure()
                     continue
                 seg = await self._maybe_roll(seg)
                 header = batch.builder.header(seg.next_block, seg.next_entry)
@@ -255,18 +299,32 @@ class LogWriter:
                 self._inflight.append((seg, header, batch, task))
                 batch = None
                 self._ack_wake.set()
+        except WriterFencedError as e:
+            self._fail(await self._fenced_or_deleted(e), batch)
         except BaseException as e:  # noqa: BLE001 - any failure stops the writer, failing what is pending
             self._fail(e, batch)
         finally:
             self._ack_wake.set()
+
+    async def _pause_after_failure(self) -> None:
+        """After failing the pending appends, wait for the next one (no busy loop
+        while storage is down)."""
+        while not (self._open or self._sealed or self._retry or self._closing or self._error):
+            self._wake.clear()
+            await self._wake.wait()
 
     async def _maybe_roll(self, seg: _Segment) -> _Segment:
         if seg.next_block == 0:
             return seg
         too_big = seg.size >= self._roll_size or seg.next_block >= self._roll_blocks
         too_old = time.monotonic() - seg.created >= self._roll_age
-        if not (too_big or too_old):
+        # service mode: a replica was dropped — seal now rather than go on with fewer copies
+        degraded = getattr(seg.store, "degraded", False)
+        if not (too_big or too_old or degraded):
             return seg
+        if degraded:
+            log.warning("log %r: segment %d lost a replica; sealing it at %d and moving to a fresh ensemble",
+                        self._h.name, seg.id, seg.lac)
         await self._drain()
         await self._complete(seg)
         return await self._next_segment(seg)
@@ -294,9 +352,14 @@ class LogWriter:
                     self._h.name, seg.id, seg.lac, new.id, new.quorum.nodes if new.quorum else "?")
         return new
 
-    def _requeue(self, batch: _Batch, error: BaseException) -> None:
+    def _requeue(self, batch: _Batch, error: BaseException, own_failure: bool) -> None:
+        """Send ``batch`` again on the next segment — unless its own write already
+        spent its retries on a storage error, or another attempt could not finish
+        within its append deadline: then it fails now with ``error``."""
         batch.attempts += 1
-        if batch.attempts > 3:
+        late = (self._budget is not None and batch.expired(time.monotonic(), self._budget, self._attempt_time)
+                or batch.attempts > 3)
+        if late or own_failure and not isinstance(error, QuorumUnavailableError):
             self._fail_batch(batch, error)
         else:
             self._retry.append(batch)
@@ -315,9 +378,14 @@ class LogWriter:
             try:
                 return await seg.store.write_block(header, batch.builder.pieces, batch.entries)
             except (StorageError, OSError) as e:
-                if attempt == self._retries:
+                if self._local and (isinstance(e, StorageFullError) or getattr(e, "errno", 0) == 28):
+                    raise  # a full local disk does not empty itself in seconds: say so at once
+                late = self._budget is not None and batch.expired(time.monotonic() + delay, self._budget,
+                                                                  self._attempt_time)
+                if attempt == self._retries or late:
                     kind = type(e) if isinstance(e, StorageError) else StorageError
-                    raise kind(f"block {seg.id}/{header.block_number} failed after {attempt} attempts: {e}") from e
+                    raise kind(f"block {seg.id}/{header.block_number} failed after {attempt} attempts "
+                               f"({time.monotonic() - batch.started:.1f}s): {e}") from e
                 log.warning("block %s/%s write failed (attempt %d/%d): %s", seg.id, header.block_number,
                             attempt, self._retries, e)
                 await asyncio.sleep(delay)
@@ -335,12 +403,18 @@ class LogWriter:
             seg, header, batch, task = self._inflight[0]
             try:
                 ref = await task
-            except QuorumUnavailableError as e:
+            except (QuorumUnavailableError, StorageError) as e:
+                # the block may or may not be stored: seal the segment at the last
+                # acknowledged entry (so it can never be read) and go on in a new one
                 self._inflight.popleft()
                 seg.broken = True
-                self._requeue(batch, e)
+                self._requeue(batch, e, own_failure=True)
                 self._acked.set()
                 self._wake.set()
+                continue
+            except WriterFencedError as e:
+                self._inflight.popleft()
+                self._fail(await self._fenced_or_deleted(e), batch)
                 continue
             except BaseException as e:  # noqa: BLE001
                 self._inflight.popleft()
@@ -351,7 +425,8 @@ class LogWriter:
                 self._fail_batch(batch, self._error)
                 continue
             if seg.broken:  # an earlier block of this segment failed: never ack out of order
-                self._requeue(batch, QuorumUnavailableError(f"segment {seg.id}: an earlier block lost its quorum"))
+                self._requeue(batch, StorageError(f"segment {seg.id}: an earlier block failed and the append "
+                                                  "deadline passed before it could be re-sent"), own_failure=False)
                 self._acked.set()
                 continue
             seg.blocks.append(ref)
@@ -397,20 +472,33 @@ class LogWriter:
             raise _copy_error(self._error)
 
     async def _complete(self, seg: _Segment) -> None:
-        """Footer, then metadata Completed (CAS: losing it means we were fenced)."""
+        """Footer, then metadata Completed (CAS: losing it means we were fenced).
+        Resumable: after a failure (disk full, etcd or quorum down) calling it
+        again finishes the steps not yet done — never a false 'fenced'."""
         h = self._h
-        size = await seg.store.finalize(seg.blocks, seg.lac)
-        await seg.store.close()
+        if seg.completed:
+            return
+        if not seg.finalized:
+            seg.final_size = await seg.store.finalize(seg.blocks, seg.lac)
+            seg.finalized = True
+            await seg.store.close()
         meta = SegmentMetadata(seg_no=seg.id, create_time=0, state=SegmentState.COMPLETED,
-                               completion_time=_now_ms(), last_entry_id=seg.lac, size=size)
+                               completion_time=_now_ms(), last_entry_id=seg.lac, size=seg.final_size)
         current = await h.meta.get_segment(h.name, seg.id)
-        if current is None or current.mod_revision != seg.rev or current.value.state != SegmentState.ACTIVE:
+        if current is None:
+            await h.meta.require_log(h.name)  # LogNotFoundError when the log was deleted
+        if current is not None and current.mod_revision != seg.rev and current.value.state == SegmentState.COMPLETED \
+                and current.value.last_entry_id == seg.lac:
+            seg.completed = True  # our own update landed though its reply was lost (or a fencer agreed)
+        elif current is None or current.mod_revision != seg.rev or current.value.state != SegmentState.ACTIVE:
             raise WriterFencedError(f"log {h.name!r}: segment {seg.id} was completed by another writer")
-        meta.create_time, meta.quorum = current.value.create_time, current.value.quorum
-        try:
-            await h.meta.update_segment(h.name, meta, seg.rev)
-        except ConcurrentUpdateError:
-            raise WriterFencedError(f"log {h.name!r}: segment {seg.id} was completed by another writer") from None
+        else:
+            meta.create_time, meta.quorum = current.value.create_time, current.value.quorum
+            try:
+                await h.meta.update_segment(h.name, meta, seg.rev)
+            except ConcurrentUpdateError:
+                raise WriterFencedError(f"log {h.name!r}: segment {seg.id} was completed by another writer") from None
+            seg.completed = True
         h.hub.segment_completed(seg.id, seg.lac)
         if self._compact:
             self._spawn(h.compact_segment(seg.id))
@@ -422,6 +510,8 @@ class LogWriter:
             return
         self._closing = True
         self._wake.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
         try:
             if self._flusher is not None:
                 await self._flusher
@@ -429,10 +519,12 @@ class LogWriter:
                 await self._acker
             if self._error is None and self._seg is not None and not self._seg.broken:
                 await self._complete(self._seg)
-            elif self._seg is not None:
+            elif self._seg is not None and not self._seg.finalized:
                 await self._seg.store.close()
             if self._background:
                 await asyncio.gather(*self._background, return_exceptions=True)
+        except OSError as e:  # (backends raise typed errors; this is the last guard)
+            raise StorageError(f"log {self._h.name!r}: closing the writer failed: {e}") from e
         finally:
             self._closed = True
             self._h.hub.writers -= 1

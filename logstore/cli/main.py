@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import os
 import sys
 from typing import Any
 
 from .. import EARLIEST, LATEST, Client, Config, LogstoreError, MessageId
 from ..errors import InvalidArgumentError
+from ..writer import check_entry
 
 
 def _load_config(path: str | None) -> Config:
@@ -71,17 +74,7 @@ async def _log_cmd(args: argparse.Namespace) -> int:
                      f"bytes={data['bytes']}\n" + _table(segs, ["id", "state", "first_entry_id", "last_entry_id", "size"]))
             _emit(args, data, human)
         elif verb == "append":
-            h = await c.open_log(args.name)
-            if args.data is not None:
-                payloads = [args.data.encode()]
-            elif args.file:
-                with open(args.file, "rb") as f:
-                    payloads = [f.read()]
-            else:
-                payloads = [line.rstrip(b"\n") for line in sys.stdin.buffer]
-            async with await h.open_writer() as w:
-                ids = await asyncio.gather(*(w.append(p, _props(args.prop)) for p in payloads))
-            _emit(args, [str(i) for i in ids], "\n".join(str(i) for i in ids))
+            return await _append(args, c)
         elif verb in ("read", "tail"):
             h = await c.open_log(args.name)
             r = await h.open_reader(_position(args.start))
@@ -115,6 +108,62 @@ async def _log_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _payloads(args: argparse.Namespace) -> list[bytes]:
+    """Every entry to append, checked before anything is written: a bad line
+    means nothing is appended (a retry then cannot duplicate half of it)."""
+    if args.data is not None:
+        payloads = [args.data.encode()]
+    elif args.file:
+        try:
+            with open(args.file, "rb") as f:
+                payloads = [f.read()]
+        except OSError as e:
+            raise InvalidArgumentError(f"--file {args.file}: {e.strerror or e}") from None
+    else:
+        payloads = [line.rstrip(b"\n") for line in sys.stdin.buffer]
+    props = _props(args.prop)
+    for n, p in enumerate(payloads, 1):
+        check_entry(p, props)  # raises InvalidArgumentError naming the problem
+    if not payloads:
+        raise InvalidArgumentError("nothing to append (no --data, --file or stdin lines)")
+    return payloads
+
+
+async def _append(args: argparse.Namespace, c: Client) -> int:
+    """Append and print the id of every acknowledged entry — also when a later
+    one fails, so nothing is written unreported."""
+    payloads = _payloads(args)
+    props = _props(args.prop)
+    h = await c.open_log(args.name)
+    w = await h.open_writer()
+    results = await asyncio.gather(*(w.append(p, props) for p in payloads), return_exceptions=True)
+    close_error: BaseException | None = None
+    try:
+        await w.close()
+    except LogstoreError as e:
+        close_error = e
+    ids = [str(r) for r in results if not isinstance(r, BaseException)]
+    _emit(args, ids, "\n".join(ids))
+    errors = [r for r in results if isinstance(r, BaseException)] + ([close_error] if close_error else [])
+    if errors:
+        failed = sum(isinstance(r, BaseException) for r in results)
+        print(f"error: {failed} of {len(payloads)} entries not appended ({len(ids)} acknowledged, ids above): "
+              f"{errors[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _timeout(text: str) -> float:
+    """--timeout: a finite number of seconds ≥ 0 (argparse turns the error into a usage message)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds ≥ 0, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="picchio", description="picchio: a cloud-native write-ahead log")
     ap.add_argument("--config", "-c", help="woodpecker.yaml-style configuration file")
@@ -136,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = lsub.add_parser(verb)
         p.add_argument("name")
         p.add_argument("--from", dest="start", default="earliest", help="earliest | latest | SEG:ENTRY")
-        p.add_argument("--count", type=int)
-        p.add_argument("--timeout", type=float, default=1.0, help="read: stop after this long without entries")
+        p.add_argument("--count", type=int)  # (negative: argparse accepts; the loop reads none)
+        p.add_argument("--timeout", type=_timeout, default=1.0, help="read: stop after this long without entries")
     p = lsub.add_parser("truncate", help="truncate up to and including SEG:ENTRY")
     p.add_argument("name")
     p.add_argument("id")
@@ -173,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - a user never gets a traceback; PICCHIO_DEBUG=1 shows it
+        if os.environ.get("PICCHIO_DEBUG"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (PICCHIO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 2
 
 

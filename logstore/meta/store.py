@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import aetcd
 
-from ..config import Config
+from ..config import Config, split_endpoint
 from ..errors import ConcurrentUpdateError, LogExistsError, LogNotFoundError, MetadataError
 from ..proto import LogMeta, SegmentMetadata, encode_version
 from .keys import Keys
@@ -46,15 +46,17 @@ class MetaStore:
     async def connect(self) -> None:
         errors = []
         for ep in self._endpoints:
-            host, _, port = ep.replace("http://", "").rpartition(":")
+            host, port = split_endpoint(ep, "etcd.endpoints")
             client = aetcd.Client(
-                host=host or "localhost", port=int(port or 2379),
+                host=host, port=port,
                 username=self.config["etcd.username"] or None, password=self.config["etcd.password"] or None,
                 timeout=self._timeout, connect_wait_timeout=max(1, int(self._timeout)),
             )
             try:
-                await asyncio.wait_for(client.connect(), self._timeout)
-                await asyncio.wait_for(client.status(), self._timeout)
+                async def connect() -> None:
+                    await client.connect()
+                    await client.status()
+                await asyncio.wait_for(connect(), self._timeout)
             except Exception as e:  # noqa: BLE001 - any failure means: try the next endpoint
                 errors.append(f"{ep}: {e!r}")
                 await _quiet_close(client)
@@ -76,14 +78,19 @@ class MetaStore:
         return self._client
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """One etcd call: retried on transient failures, but all attempts
+        together end within ``etcd.requestTimeout`` — a hung etcd gives a
+        MetadataError after one deadline, not after one per attempt."""
         delay = 0.05
+        deadline = time.monotonic() + self._timeout
         for attempt in range(1, _RETRIES + 1):
             try:
-                return await asyncio.wait_for(fn(), self._timeout)
+                return await asyncio.wait_for(fn(), max(0.001, deadline - time.monotonic()))
             except (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError, aetcd.InternalError,
                     asyncio.TimeoutError) as e:
-                if attempt == _RETRIES:
-                    raise MetadataError(f"etcd {what} failed after {attempt} attempts: {e!r}") from e
+                if attempt == _RETRIES or time.monotonic() + delay >= deadline:
+                    raise MetadataError(f"etcd {what} failed after {attempt} attempts within "
+                                        f"{self._timeout:g}s (etcd.requestTimeout): {e!r}") from e
                 log.warning("etcd %s failed (attempt %d/%d): %r; retrying", what, attempt, _RETRIES, e)
                 await asyncio.sleep(delay)
                 delay *= 2

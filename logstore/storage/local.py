@@ -23,9 +23,10 @@ from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD
                      BlockHeader, DecodedBlock, Footer, RecordType, decode_block, decode_index, decode_record,
                      parse_footer, split_header)
 from ..config import Config
-from ..errors import CorruptionError, StorageError, WriterFencedError
+from ..errors import CorruptionError, StorageError, StorageFullError, WriterFencedError
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
-from .segfile import SegmentFile, claimed_length, fsync_dir, makedirs_durable, read_block, read_layout
+from .segfile import (SegmentFile, check_index, claimed_length, fsync_dir, makedirs_durable, read_block,
+                      read_layout)
 
 _LOCK_WAIT = 30.0
 
@@ -51,7 +52,17 @@ class _Lock:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Idempotent: a second close must never hit a descriptor number that
+        the process has meanwhile reused for something else."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+def storage_error(what: str, e: OSError) -> StorageError:
+    """A disk error as the typed error users see (ENOSPC/EDQUOT: StorageFullError)."""
+    kind = StorageFullError if e.errno in (errno.ENOSPC, errno.EDQUOT) else StorageError
+    return kind(f"{what}: {e}")
 
 
 @dataclass
@@ -80,6 +91,8 @@ class LocalSegmentWriter(SegmentWriter):
     def _check_fence(self) -> None:
         if self.paths.fence.exists():
             raise WriterFencedError(f"segment {self.log_id}/{self.seg_id} was fenced by another writer")
+        if self.file.fd >= 0 and os.fstat(self.file.fd).st_nlink == 0:  # the log was deleted under us
+            raise WriterFencedError(f"segment {self.log_id}/{self.seg_id} was deleted")
 
     def create(self) -> None:
         self.lock.acquire()
@@ -102,7 +115,10 @@ class LocalSegmentWriter(SegmentWriter):
             self.lock.release()
 
     async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
-        return await asyncio.to_thread(self._write_block, header, pieces)
+        try:
+            return await asyncio.to_thread(self._write_block, header, pieces)
+        except OSError as e:
+            raise storage_error(f"segment {self.log_id}/{self.seg_id}: writing block {header.block_number}", e) from e
 
     def _finalize(self, blocks: list[BlockRef], lac: int) -> int:
         self.lock.acquire()
@@ -113,7 +129,10 @@ class LocalSegmentWriter(SegmentWriter):
             self.lock.release()
 
     async def finalize(self, blocks: list[BlockRef], lac: int) -> int:
-        return await asyncio.to_thread(self._finalize, blocks, lac)
+        try:
+            return await asyncio.to_thread(self._finalize, blocks, lac)
+        except OSError as e:
+            raise storage_error(f"segment {self.log_id}/{self.seg_id}: writing the footer", e) from e
 
     async def close(self) -> None:
         self.file.close()
@@ -158,7 +177,10 @@ class LocalBackend(Backend):
                 raise
             return w
 
-        return await asyncio.to_thread(make)
+        try:
+            return await asyncio.to_thread(make)
+        except OSError as e:
+            raise storage_error(f"segment {log_id}/{seg_id}: creating {paths.data}", e) from e
 
     # -- fence and recover ---------------------------------------------------
     def _recover(self, log_id: int, seg_id: int) -> Recovered:
@@ -199,7 +221,10 @@ class LocalBackend(Backend):
             f.close()
 
     async def fence_and_recover(self, log_id: int, seg_id: int, quorum=None) -> Recovered:
-        return await asyncio.to_thread(self._recover, log_id, seg_id)
+        try:
+            return await asyncio.to_thread(self._recover, log_id, seg_id)
+        except OSError as e:
+            raise storage_error(f"segment {log_id}/{seg_id}: fence and recover", e) from e
 
     def _last_entry(self, log_id: int, seg_id: int) -> int:
         """Walk block headers (37 bytes each) without reading data; trust the footer if present."""
@@ -233,34 +258,63 @@ class LocalBackend(Backend):
         return await asyncio.to_thread(self._last_entry, log_id, seg_id)
 
     # -- reading ---------------------------------------------------------------
-    def _scan(self, log_id: int, seg_id: int, cur: LocalCursor | None, max_bytes: int) -> ScanResult:
+    def _scan(self, log_id: int, seg_id: int, cur: LocalCursor | None, max_bytes: int,
+              sealed_last: int | None = None) -> ScanResult:
         cur = cur or LocalCursor()
         path = self._paths(log_id, seg_id).data
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
+            if sealed_last is not None:
+                raise CorruptionError(f"segment is completed in metadata but {path} is missing",
+                                      log=str(log_id), segment=seg_id) from None
             return ScanResult([], cur, False)
         try:
             size = os.fstat(fd).st_size
             if cur.offset == 0:
                 if size < HEADER_RECORD_SIZE:
+                    if sealed_last is not None:
+                        raise CorruptionError(f"segment is completed but data.log has only {size} bytes",
+                                              log=str(log_id), segment=seg_id, block="header")
                     return ScanResult([], cur, False)
                 split_header(os.pread(fd, HEADER_RECORD_SIZE, 0))
                 cur.offset = HEADER_RECORD_SIZE
                 tail = os.pread(fd, FOOTER_RECORD_SIZE, max(0, size - FOOTER_RECORD_SIZE))
                 footer = parse_footer(tail)
                 if footer is not None:
-                    self._load_index(fd, size, footer, cur)
+                    self._load_index(fd, size, footer, cur, log_id, seg_id)
+            if cur.index is None and sealed_last is not None:
+                # metadata says Completed, and completion writes the footer first:
+                # a missing footer is a lost or torn tail, never the end of the log
+                tail = os.pread(fd, FOOTER_RECORD_SIZE, max(0, size - FOOTER_RECORD_SIZE))
+                footer = parse_footer(tail)
+                if footer is None:
+                    raise CorruptionError(f"segment is completed (last entry {sealed_last}) but data.log "
+                                          f"({size} bytes) has no valid footer: its tail is lost or damaged",
+                                          log=str(log_id), segment=seg_id, block="footer")
+                self._load_index(fd, size, footer, cur, log_id, seg_id)
             if cur.index is not None:
+                if sealed_last is not None and cur.lac < sealed_last:
+                    raise CorruptionError(f"data.log ends at entry {cur.lac} but the segment's metadata says "
+                                          f"{sealed_last}", log=str(log_id), segment=seg_id, block="footer")
                 return self._scan_indexed(fd, cur, max_bytes, log_id, seg_id)
             return self._scan_sequential(fd, size, cur, max_bytes, log_id, seg_id)
         finally:
             os.close(fd)
 
     @staticmethod
-    def _load_index(fd: int, size: int, footer: Footer, cur: LocalCursor) -> None:
+    def _load_index(fd: int, size: int, footer: Footer, cur: LocalCursor, log_id: int, seg_id: int) -> None:
         idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
-        cur.index = decode_index(os.pread(fd, footer.total_blocks * INDEX_RECORD_SIZE, idx_off), footer.total_blocks)
+        if idx_off < HEADER_RECORD_SIZE:
+            raise CorruptionError(f"footer claims {footer.total_blocks} blocks, more than a {size}-byte file holds",
+                                  log=str(log_id), segment=seg_id, block="index")
+        try:
+            cur.index = decode_index(os.pread(fd, footer.total_blocks * INDEX_RECORD_SIZE, idx_off),
+                                     footer.total_blocks)
+        except CorruptionError as e:
+            raise CorruptionError(f"damaged index: {e}", log=str(log_id), segment=seg_id, block="index") from e
+        check_index([BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size, i.start_offset)
+                     for i in cur.index], idx_off, log_id, seg_id)
         cur.lac = footer.lac if footer.has_lac else (cur.index[-1].last_entry_id if cur.index else -1)
         # skip blocks already consumed sequentially or below the reader's start
         cur.next_index = sum(1 for i in cur.index
@@ -289,7 +343,7 @@ class LocalBackend(Backend):
                 footer = parse_footer(tail)
                 if footer is None:
                     break  # footer still being written
-                self._load_index(fd, size, footer, cur)
+                self._load_index(fd, size, footer, cur, log_id, seg_id)
                 res = self._scan_indexed(fd, cur, max_bytes - used, log_id, seg_id)
                 return ScanResult(out + res.blocks, cur, res.complete, cur.lac)
             want = claimed_length(head, 0)
@@ -317,7 +371,7 @@ class LocalBackend(Backend):
 
     async def scan(self, log_id: int, seg_id: int, cursor, max_bytes: int, quorum=None,
                    sealed_last=None) -> ScanResult:
-        return await asyncio.to_thread(self._scan, log_id, seg_id, cursor, max_bytes)
+        return await asyncio.to_thread(self._scan, log_id, seg_id, cursor, max_bytes, sealed_last)
 
     async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum=None,
                       last_entry=None) -> int | None:

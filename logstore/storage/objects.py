@@ -201,7 +201,14 @@ class ObjectBackend(Backend):
         if cur.index is None and not cur.footer_checked:
             cur.footer_checked = True
             await self._load_footer(log_id, seg_id, cur)
+        if cur.index is None and sealed_last is not None and not await self._load_footer(log_id, seg_id, cur):
+            # completed in metadata, and completion PUTs footer.blk first: it was lost
+            raise CorruptionError(f"segment is completed (last entry {sealed_last}) but footer.blk is missing",
+                                  log=str(log_id), segment=seg_id, block="footer")
         if cur.index is not None:
+            if sealed_last is not None and cur.lac < sealed_last:
+                raise CorruptionError(f"footer.blk ends at entry {cur.lac} but the segment's metadata says "
+                                      f"{sealed_last}", log=str(log_id), segment=seg_id, block="footer")
             return await self._scan_indexed(log_id, seg_id, cur, max_bytes)
         try:
             b = await self._get_block(log_id, seg_id, f"{cur.next_block}.blk", cur.next_block)

@@ -43,7 +43,7 @@ class S3:
         scheme = "https" if config["minio.useSSL"] else "http"
         self.endpoint = f"{scheme}://{config['minio.address']}:{config['minio.port']}"
         self.bucket = config["minio.bucketName"]
-        timeout = config["minio.requestTimeout"]
+        timeout = self.timeout = config["minio.requestTimeout"]
         self._pool = concurrent.futures.ThreadPoolExecutor(pool_size, thread_name_prefix="picchio-s3")
         self._client = boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint, region_name=config["minio.region"] or "us-east-1",
@@ -57,9 +57,15 @@ class S3:
         )
 
     async def _run(self, what: str, fn, *args: Any, **kw: Any) -> Any:
+        """One S3 call, botocore's retries included, within ``minio.requestTimeout``:
+        a hung server gives a StorageError after one deadline (the thread left
+        behind ends at botocore's own read timeout, the same value)."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kw))
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, lambda: fn(*args, **kw)), self.timeout)
+        except asyncio.TimeoutError:
+            raise StorageError(f"S3 {what} did not answer within {self.timeout:g}s (minio.requestTimeout) "
+                               f"({self.endpoint})") from None
         except botocore.exceptions.ClientError as e:
             code, status = _code(e)
             if code in ("PreconditionFailed", "FileAlreadyExists") or status == 412:

@@ -109,8 +109,17 @@ class SegmentFile:
         footer = Footer(len(blocks), len(blocks), self.pos + len(index) * INDEX_RECORD_SIZE, self.pos,
                         len(index) * INDEX_RECORD_SIZE, lac)
         tail = encode_index_and_footer(index, footer)
-        writev_all(self.fd, [tail], self.pos)
-        os.fdatasync(self.fd)
+        try:
+            writev_all(self.fd, [tail], self.pos)
+            os.fdatasync(self.fd)
+        except OSError:
+            # ENOSPC/EIO half-way through: cut the torn index so the file is a
+            # plain active segment again, which the next writer recovers
+            try:
+                os.ftruncate(self.fd, self.pos)
+            except OSError:
+                pass
+            raise
         return footer, self.pos + len(tail)
 
     def close(self) -> None:
@@ -141,16 +150,48 @@ def read_layout(fd: int, log_id: int, seg_id: int) -> tuple[Footer | None, list[
         return None, [], 0
     buf = mmap.mmap(fd, size, prot=mmap.PROT_READ)
     try:
-        footer = parse_footer(memoryview(buf)[max(0, size - FOOTER_RECORD_SIZE):])
+        footer = parse_footer(buf[max(0, size - FOOTER_RECORD_SIZE):])
         if footer is not None:
-            idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
-            blocks = [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size, i.start_offset)
-                      for i in decode_index(buf, footer.total_blocks, idx_off)]
-            return footer, blocks, size
+            return footer, indexed_blocks(buf, size, footer, log_id, seg_id), size
         blocks, end = scan_valid(buf, size, log_id, seg_id)
         return None, blocks, end
     finally:
-        buf.close()
+        try:
+            buf.close()
+        except BufferError:
+            pass  # a memoryview is still held by a raised error's frames; the GC unmaps it
+
+
+def indexed_blocks(buf, size: int, footer: Footer, log_id: int, seg_id: int) -> list[BlockRef]:
+    """The footer's index, checked against the file: every block lies between
+    the segment header and the index, in order and without overlap — so a
+    completed segment that lost or garbled bytes raises instead of reading short."""
+    idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
+    if idx_off < HEADER_RECORD_SIZE:
+        raise CorruptionError(f"footer claims {footer.total_blocks} blocks, more than a {size}-byte file holds",
+                              log=str(log_id), segment=seg_id, block="index")
+    try:
+        index = decode_index(buf, footer.total_blocks, idx_off)
+    except CorruptionError as e:
+        raise CorruptionError(f"damaged index: {e}", log=str(log_id), segment=seg_id, block="index") from e
+    blocks = [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size, i.start_offset) for i in index]
+    check_index(blocks, idx_off, log_id, seg_id)
+    return blocks
+
+
+def check_index(blocks: list[BlockRef], end: int, log_id: int, seg_id: int) -> None:
+    """Blocks are contiguous from the segment header and end by ``end``, and
+    their entry ids follow on; anything else is damage (never a shorter segment)."""
+    off, entry = HEADER_RECORD_SIZE, None
+    for b in blocks:
+        if b.offset != off or b.size < BLOCK_HEADER_RECORD_SIZE or (entry is not None and b.first_entry_id != entry):
+            raise CorruptionError(f"index entry {b.number} (offset {b.offset}, size {b.size}) does not follow "
+                                  f"the previous block (expected offset {off})", log=str(log_id), segment=seg_id,
+                                  block=b.number)
+        off, entry = b.offset + b.size, b.last_entry_id + 1
+    if off > end:  # (fewer is allowed: Woodpecker leaves a recovered writer's garbage before the index)
+        raise CorruptionError(f"blocks end at byte {off}, past the index at {end}", log=str(log_id),
+                              segment=seg_id, block="index")
 
 
 def scan_valid(buf, size: int, log_id: int, seg_id: int) -> tuple[list[BlockRef], int]:
@@ -166,6 +207,8 @@ def scan_valid(buf, size: int, log_id: int, seg_id: int) -> tuple[list[BlockRef]
             raise
         blocks: list[BlockRef] = []
         while off < size:
+            if buf[off + 4:off + 5] == bytes([RecordType.INDEX]):
+                break  # an index whose footer never landed (a crash or ENOSPC mid-completion): torn tail
             try:
                 b = decode_block(buf, off)
             except CorruptionError as e:

@@ -77,3 +77,45 @@ async def test_reader_in_another_process_follows_rollovers(make_config, tmp_path
         finally:
             child.kill()
             await child.wait()
+
+
+def _no_traceback(r):
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
+    return r
+
+
+def test_cli_append_with_a_bad_line_writes_nothing(make_config, tmp_path):
+    """One empty stdin line: exit 1 naming it, and none of the valid lines were
+    written (a retry cannot duplicate them)."""
+    cfg = make_config("local")
+    path = _cfg_file(tmp_path, cfg)
+    _picchio(path, "log", "create", "strict")
+    r = _no_traceback(_picchio(path, "log", "append", "strict", input="one\n\nthree\n", check=False))
+    assert r.returncode == 1 and "non-empty payload" in r.stderr and r.stdout.strip() == ""
+    assert _picchio(path, "log", "read", "strict", "--timeout", "0.3").stdout == ""
+    ids = json.loads(_picchio(path, "--json", "log", "append", "strict", input="one\nthree\n").stdout)
+    assert ids == ["0:0", "0:1"]
+
+
+def test_cli_bad_input_is_one_line_error_not_traceback(make_config, tmp_path):
+    cfg = make_config("local")
+    path = _cfg_file(tmp_path, cfg)
+    _picchio(path, "log", "create", "x")
+    for endpoints in (["127.0.0.1"], ["127.0.0.1:port"], ["localhost:99999"]):
+        bad = tmp_path / "bad.yaml"
+        d = cfg.to_dict(nested=True)
+        d["etcd"]["endpoints"] = endpoints
+        bad.write_text(yaml.safe_dump(d))
+        r = _no_traceback(_picchio(str(bad), "log", "list", check=False))
+        assert r.returncode == 1 and "etcd.endpoints" in r.stderr and "host:port" in r.stderr
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    r = _no_traceback(_picchio(str(binary), "log", "list", check=False))
+    assert r.returncode == 1 and "not a text" in r.stderr
+    for f in (str(tmp_path / "missing.bin"), str(tmp_path)):
+        r = _no_traceback(_picchio(path, "log", "append", "x", "--file", f, check=False))
+        assert r.returncode == 1 and "--file" in r.stderr
+    for t in ("nan", "inf", "-1", "soon"):
+        r = _no_traceback(_picchio(path, "log", "read", "x", "--timeout", t, check=False))
+        assert r.returncode == 2 and "--timeout" in r.stderr
+    assert _picchio(path, "log", "read", "x", "--timeout", "0.2").stdout == ""

@@ -1,5 +1,7 @@
 """Damaged bytes raise CorruptionError naming log, segment and block — they
 never read as end-of-log and never hang a reader."""
+import asyncio
+
 import pytest
 
 import logstore
@@ -95,3 +97,66 @@ async def test_object_segment_readable_while_compacted_and_after(make_config):
         assert [m.id for m in first + rest] == ids
         assert [m.payload for m in first + rest] == [b"%04d" % i * 30 for i in range(20)]
         await other.close()
+
+
+def _data_log(cfg, log_id, seg_id):
+    from pathlib import Path
+    return Path(cfg["woodpecker.storage.rootPath"]) / cfg["minio.rootPath"] / str(log_id) / str(seg_id) / "data.log"
+
+
+@pytest.mark.parametrize("cut", ["half", "last-300-bytes", "footer-only", "all"])
+async def test_local_completed_segment_with_lost_tail_raises_and_later_segments_stay_readable(make_config, cut):
+    """A completed segment's data.log that lost its tail (a torn copy, a bad
+    restore) is CorruptionError — not 0 entries, not a reader waiting forever —
+    and the intact segments after it can still be read."""
+    cfg = make_config("local", **{"woodpecker.client.segmentRollingPolicy.maxBlocks": 4})
+    async with logstore.Client(cfg) as c:
+        log = await c.create_log("torn")
+        async with await log.open_writer() as w:
+            ids = [await w.append(b"entry-%03d" % i * 30) for i in range(12)]  # segments 0, 1, 2
+        assert {i.segment_id for i in ids} == {0, 1, 2}
+        p = _data_log(cfg, log.log_id, 1)
+        raw = p.read_bytes()
+        keep = {"half": len(raw) // 2, "last-300-bytes": len(raw) - 300, "footer-only": len(raw) - 20, "all": 0}[cut]
+        p.write_bytes(raw[:keep])
+        async with logstore.Client(cfg) as other:
+            h = await other.open_log("torn")
+            r = await h.open_reader(EARLIEST)
+            got = [(await r.read_next(timeout=5)).id for _ in range(4)]
+            assert got == ids[:4]
+            with pytest.raises(logstore.CorruptionError) as e:
+                await r.read_next(timeout=5)
+            assert "segment=1" in str(e.value) and f"log={log.log_id}" in str(e.value)
+            later = await h.open_reader(logstore.MessageId(2, 0))
+            assert [(await later.read_next(timeout=5)).id for _ in range(4)] == ids[8:]
+            # a tailing reader (no timeout) gets the error too, instead of waiting forever
+            tail = await h.open_reader(logstore.MessageId(1, 0))
+            with pytest.raises(logstore.CorruptionError):
+                await asyncio.wait_for(tail.read_next(), 10)
+
+
+async def test_local_completed_segment_with_damaged_index_raises(make_config):
+    cfg = make_config("local")
+    async with logstore.Client(cfg) as c:
+        log, _ = await _write(c, "idx")
+        p = _data_log(cfg, log.log_id, 0)
+        raw = bytearray(p.read_bytes())
+        raw[-70] ^= 0x21  # inside the index record just before the footer
+        p.write_bytes(bytes(raw))
+        async with logstore.Client(cfg) as other:
+            r = await (await other.open_log("idx")).open_reader(EARLIEST)
+            with pytest.raises(logstore.CorruptionError) as e:
+                await r.read_next(timeout=5)
+            assert "segment=0" in str(e.value)
+
+
+async def test_object_completed_segment_missing_footer_raises(make_config):
+    cfg = make_config("minio", **{"woodpecker.logstore.segmentCompactionPolicy.enabled": False})
+    async with logstore.Client(cfg) as c:
+        log, _ = await _write(c, "nofoot")
+        await c.backend.s3.delete_many([c.backend.key(log.log_id, 0, "footer.blk")])
+        async with logstore.Client(cfg) as other:
+            r = await (await other.open_log("nofoot")).open_reader(EARLIEST)
+            with pytest.raises(logstore.CorruptionError) as e:
+                await asyncio.wait_for(r.read_next(), 10)
+            assert "footer" in str(e.value) and f"log={log.log_id}" in str(e.value)
