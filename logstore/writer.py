@@ -150,8 +150,10 @@ class LogWriter:
         else:
             raise ConcurrentUpdateError(f"log {h.name!r}: could not take over the log (segments kept changing)")
         if self._compact:
-            for v in versions:
-                if v.value.state == SegmentState.COMPLETED:
+            # re-read: the segments recovered just above are Completed now and
+            # must reach object storage too (not wait for yet another writer)
+            for v in await h.meta.segments(h.name):
+                if v.value.state == SegmentState.COMPLETED and v.value.seg_no != self._seg.id:
                     self._spawn(h.compact_segment(v.value.seg_no))
         h.hub.writers += 1
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"picchio-flush-{h.name}")

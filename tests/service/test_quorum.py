@@ -2,6 +2,7 @@
 import asyncio
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -59,30 +60,47 @@ async def test_sealed_segment_readable_after_logstores_wiped(service_cluster):
 
 
 async def test_one_logstore_killed_during_appends_no_error(service_cluster):
+    """SIGKILL one of the three replicas while appends are in flight: no append
+    fails, and the stream really ran on both sides of the kill."""
     sc = service_cluster()
+    victim = sc.logstores[0]
     async with logstore.Client(sc.config) as c:
         log = await c.create_log("kill1")
         w = await log.open_writer()
-        acked = []
+        assert victim.endpoint in (await c.meta.segments("kill1"))[0].value.quorum.nodes
+        loop = asyncio.get_running_loop()
+        acked = []  # (id, i, ack time)
+        inflight = 0
 
         async def stream():
+            nonlocal inflight
             for i in range(400):
-                acked.append((await w.append(b"e%d" % i), i))
+                inflight += 1
+                mid = await w.append(b"e%d" % i)
+                inflight -= 1
+                acked.append((mid, i, loop.time()))
 
         task = asyncio.create_task(stream())
         await until(lambda: len(acked) >= 100 or task.done(), "100 acks")
-        sc.logstores[0].kill()
+        assert not task.done() and inflight == 1, "the kill lands while an append is in flight"
+        acked_at_kill = len(acked)
+        victim.kill()  # returns once the process is gone
+        t_kill = loop.time()
         await asyncio.wait_for(task, 60)  # no writer error while two LogStores remain
-        assert [i for _, i in acked] == list(range(400))
+        assert [i for _, i, _ in acked] == list(range(400))
+        after = [i for _, i, t in acked if t > t_kill]
+        assert len(after) >= 400 - acked_at_kill - 1, "acknowledgements kept coming after the replica died"
+        assert not victim.alive()
         r = await log.open_reader(EARLIEST)
         got = [await r.read_next(timeout=10) for _ in range(400)]
         assert [m.payload for m in got] == [b"e%d" % i for i in range(400)]
-        assert [m.id for m in got] == [m for m, _ in acked]
+        assert [m.id for m in got] == [m for m, _, _ in acked]
         await w.close()
 
 
 async def test_two_killed_fast_quorum_error_then_resume(service_cluster):
-    sc = service_cluster(**{"woodpecker.client.quorum.requestTimeout": "3s"})
+    timeout = 2.0
+    sc = service_cluster(**{"woodpecker.client.quorum.requestTimeout": f"{timeout}s"})
     async with logstore.Client(sc.config) as c:
         log = await c.create_log("kill2")
         w = await log.open_writer()
@@ -90,12 +108,12 @@ async def test_two_killed_fast_quorum_error_then_resume(service_cluster):
         sc.logstores[0].kill()
         sc.logstores[1].kill()
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        with pytest.raises(logstore.QuorumUnavailableError):
-            await w.append(b"lost")
-        assert loop.time() - t0 < 3.5, "no quorum fails within the request timeout, not a hang"
-        with pytest.raises(logstore.QuorumUnavailableError):
-            await w.append(b"lost-too")
+        for lost in (b"lost", b"lost-too"):
+            t0 = loop.time()
+            with pytest.raises(logstore.QuorumUnavailableError):
+                await asyncio.wait_for(w.append(lost), 10 * timeout)  # wait_for only turns a hang into a failure
+            # the documented deadline: a typed error within 3 × quorum.requestTimeout, never a hang
+            assert loop.time() - t0 <= 3 * timeout, f"{lost!r} failed after {loop.time() - t0:.2f}s"
         sc.logstores[0].start()
         deadline = loop.time() + 30
         while True:  # writing resumes once a quorum is back
@@ -111,6 +129,52 @@ async def test_two_killed_fast_quorum_error_then_resume(service_cluster):
         r = await log.open_reader(EARLIEST)
         got = [(await r.read_next(timeout=10)).payload for _ in range(11)]
         assert got[:10] == [b"a%d" % i for i in range(10)] and got[10] == b"b0"
+        with pytest.raises(TimeoutError):  # the appends that failed never show up
+            await r.read_next(timeout=0.5)
+
+
+async def test_two_hung_quorum_error_within_deadline_then_resume(service_cluster):
+    """Two of three LogStores hang (SIGSTOP: connections stay open, nothing
+    answers) — the slow path, where only the deadline can end the wait.  An
+    append fails with QuorumUnavailableError within 3 × quorum.requestTimeout;
+    once they answer again the writer goes on, and the failed entry never
+    appears."""
+    timeout = 1.0
+    sc = service_cluster(**{"woodpecker.client.quorum.requestTimeout": f"{timeout}s"})
+    hung = sc.logstores[:2]
+    async with logstore.Client(sc.config) as c:
+        log = await c.create_log("hung2")
+        w = await log.open_writer()
+        before = [await w.append(b"a%d" % i) for i in range(5)]
+        loop = asyncio.get_running_loop()
+        for s in hung:
+            os.killpg(s.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = loop.time()
+            with pytest.raises(logstore.QuorumUnavailableError):
+                await asyncio.wait_for(w.append(b"lost"), 20 * timeout)  # wait_for only turns a hang into a failure
+            elapsed = loop.time() - t0
+        finally:
+            for s in hung:
+                os.killpg(s.proc.pid, signal.SIGCONT)
+        assert elapsed <= 3 * timeout, f"the append failed after {elapsed:.2f}s (deadline {3 * timeout:g}s)"
+        deadline = loop.time() + 30
+        while True:  # writing resumes once the LogStores answer again
+            try:
+                after = await w.append(b"b0")
+                break
+            except logstore.QuorumUnavailableError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        assert after > before[-1]
+        await w.close()
+        r = await log.open_reader(EARLIEST)
+        got = [await r.read_next(timeout=10) for _ in range(6)]
+        assert [m.payload for m in got] == [b"a%d" % i for i in range(5)] + [b"b0"]
+        assert [m.id for m in got] == before + [after]
+        with pytest.raises(TimeoutError):
+            await r.read_next(timeout=0.5)
 
 
 async def test_ensemble_loses_quorum_writer_moves_on_without_error(service_cluster):
@@ -121,22 +185,33 @@ async def test_ensemble_loses_quorum_writer_moves_on_without_error(service_clust
     async with logstore.Client(sc.config) as c:
         log = await c.create_log("move")
         w = await log.open_writer()
-        acked = []
+        q = (await c.meta.segments("move"))[-1].value.quorum
+        victims = [s for s in sc.logstores if s.endpoint in q.nodes][:2]
+        loop = asyncio.get_running_loop()
+        acked = []  # (id, i, ack time)
 
         async def stream():
             for i in range(300):
-                acked.append((await w.append(b"m%d" % i), i))
+                mid = await w.append(b"m%d" % i)
+                acked.append((mid, i, loop.time()))
 
         task = asyncio.create_task(stream())
         await until(lambda: len(acked) >= 80 or task.done(), "80 acks")
-        q = (await c.meta.segments("move"))[-1].value.quorum
-        victims = [s for s in sc.logstores if s.endpoint in q.nodes][:2]
+        assert not task.done(), "the kills land while appends are in flight"
+        acked_at_kill = len(acked)
         for s in victims:
-            s.kill()
+            s.kill()  # returns once the process is gone
+        t_kill = loop.time()
         await asyncio.wait_for(task, 90)
-        assert [i for _, i in acked] == list(range(300))
-        ids = [m for m, _ in acked]
+        assert [i for _, i, _ in acked] == list(range(300))
+        ids = [m for m, _, _ in acked]
         assert ids == sorted(ids) and ids[-1].segment_id > ids[0].segment_id
+        after = [m for m, _, t in acked if t > t_kill]
+        assert len(after) >= 300 - acked_at_kill - 1, "acknowledgements kept coming after the quorum was lost"
+        assert all(m.segment_id == ids[0].segment_id for m in ids[:acked_at_kill])
+        assert after[-1].segment_id > ids[0].segment_id, "…on a new ensemble"
+        last_q = (await c.meta.segments("move"))[-1].value.quorum
+        assert not any(s.endpoint in last_q.nodes for s in victims), last_q.nodes
         await w.close()
         r = await log.open_reader(EARLIEST)
         got = [await r.read_next(timeout=10) for _ in range(300)]

@@ -85,31 +85,82 @@ async def test_tls_on_and_wrong_ca_refused(service_cluster, tmp_path):
                 await w.append(b"x")
 
 
+async def _poll(cond, what: str, timeout: float = 15.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (got := await asyncio.to_thread(cond)):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return got
+
+
+def _entries(s) -> float:
+    text = _http(s.http_port, "/metrics")[1]
+    line = [ln for ln in text.splitlines() if ln.startswith("picchio_logstore_entries_total ")]
+    return float(line[0].split()[1]) if line else 0.0
+
+
 async def test_disk_soft_and_hard_limits(service_cluster):
-    # a tiny budget: the first appends fit, then the LogStores push back, never crash
-    sc = service_cluster(logstore_overrides={"woodpecker.logstore.disk.maxBytes": 200_000,
-                                             "woodpecker.logstore.disk.softLimit": 0.5,
-                                             "woodpecker.logstore.disk.hardLimit": 0.9},
+    """A 200 kB staging budget, soft limit 50 %, hard limit 80 %.  Watermarks are
+    checked before an append is accepted, so one append can carry a LogStore
+    from below the soft limit past the hard one: then it is not ready
+    (/readyz 503) and refuses appends (StorageFullError naming the hard limit),
+    without crashing.  Deleting the log frees the space: ready again.  Then the
+    soft limit: appends are refused (retriable push-back) while the LogStore
+    stays ready.  What was acknowledged before any push-back is intact."""
+    budget, soft, hard = 200_000, 0.5, 0.8
+    sc = service_cluster(logstore_overrides={"woodpecker.logstore.disk.maxBytes": budget,
+                                             "woodpecker.logstore.disk.softLimit": soft,
+                                             "woodpecker.logstore.disk.hardLimit": hard},
                          **{"woodpecker.client.quorum.requestTimeout": "2s",
                             "woodpecker.logstore.segmentSyncPolicy.maxFlushRetries": 2,
                             "woodpecker.logstore.segmentSyncPolicy.retryInterval": "50ms"})
+    for s in sc.logstores:
+        assert _http(s.http_port, "/readyz")[0] == 200
     async with logstore.Client(sc.config) as c:
-        log = await c.create_log("full")
+        # -- the hard limit: 0.45 of the budget, then 0.45 more (accepted: the check sees 45 % < 50 %)
+        log = await c.create_log("hard")
         w = await log.open_writer()
-        acked = []
+        first = await w.append(os.urandom(90_000))
+        second = await w.append(os.urandom(90_000))
+        for s in sc.logstores:  # (the third replica may sync the entry just after the ack)
+            body = await _poll(lambda s=s: (lambda st, b: st == 503 and b)(*_http(s.http_port, "/readyz")),
+                               f"{s.name} to be not ready above the hard limit")
+            assert "hard limit" in body, (s.name, body)
+            assert _http(s.http_port, "/healthz") == (200, "ok\n"), "above the hard limit: alive, not ready"
         with pytest.raises(logstore.StorageFullError) as e:
-            for i in range(100):
-                acked.append(await w.append(os.urandom(20_000)))
-        assert 3 <= len(acked) < 10, acked
-        assert "soft limit" in str(e.value) or "hard limit" in str(e.value)
+            await w.append(b"one byte too many")
+        assert "hard limit" in str(e.value), e.value
         assert all(s.alive() for s in sc.logstores), "a full disk never crashes a LogStore"
+        await w.close()
+        r = await (await c.open_log("hard")).open_reader(EARLIEST)
+        assert [(await r.read_next(timeout=5)).id for _ in range(2)] == [first, second]
+        await r.close()
+        # -- space frees: the log is deleted, its staged bytes dropped
+        await c.delete_log("hard")
         for s in sc.logstores:
-            metrics = _http(s.http_port, "/metrics")[1]
-            ratio = [ln for ln in metrics.splitlines() if ln.startswith("picchio_logstore_disk_usage_ratio ")]
-            assert ratio and float(ratio[0].split()[1]) >= 0.5
+            await _poll(lambda s=s: _http(s.http_port, "/readyz")[0] == 200, f"{s.name} ready again")
+        # -- the soft limit: 0.3, 0.6 (accepted from 30 %), then refused — still ready
+        log = await c.create_log("soft")
+        w = await log.open_writer()
+        base = [_entries(s) for s in sc.logstores]
+        acked = []
+        for k in range(2):
+            acked.append(await w.append(os.urandom(60_000)))
+            # every replica has synced it before the next one (the ack needs only two of three, and a
+            # replica checks its watermark against what it has written, not what it has queued)
+            for s, b in zip(sc.logstores, base):
+                await _poll(lambda s=s, b=b, k=k: _entries(s) >= b + k + 1, f"{s.name} to sync entry {k}")
+        with pytest.raises(logstore.StorageFullError) as e:
+            await w.append(os.urandom(60_000))
+        assert "soft limit" in str(e.value), e.value
+        for s in sc.logstores:
+            assert _http(s.http_port, "/readyz")[0] == 200, "the soft limit pushes back but keeps the node ready"
+        assert all(s.alive() for s in sc.logstores)
         await w.close()
     async with logstore.Client(sc.config) as c:  # what was acknowledged before the push-back is intact
-        r = await (await c.open_log("full")).open_reader(EARLIEST)
+        r = await (await c.open_log("soft")).open_reader(EARLIEST)
         assert [(await r.read_next(timeout=5)).id for _ in acked] == acked
 
 
