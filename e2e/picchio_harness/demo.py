@@ -1,6 +1,6 @@
 """``make demo``: a short tour of picchio on real components.
 
-Starts etcd and an S3 server (MinIO when built, else moto) on loopback — and
+Starts etcd and MinIO (built by `make components`) on loopback — and
 three LogStore servers for service mode — then on each backend (local, S3,
 service): creates a log, appends, follows it with a tailing reader,
 truncates, collects garbage, prints the log's stats — and finishes with a short

@@ -1,5 +1,9 @@
-"""A real S3 server on loopback: MinIO (Go-module build) when cached, else the
-moto server — both speak the S3 protocol, including If-None-Match: *."""
+"""A real S3 server on loopback: MinIO (the Go-module build, `make components`).
+
+No silent fallback: when MinIO is not built, ``start_s3`` fails and names the
+command that builds it.  The moto server (``prefer="moto"``) is only for a
+caller that asks for it by name and says why — moto does not check
+credentials and never applies lifecycle rules."""
 from __future__ import annotations
 
 import os
@@ -43,16 +47,21 @@ def minio_binary() -> str | None:
         return find_binary("PICCHIO_MINIO_BIN", "minio", [])
 
 
-def start_s3(workdir: Path, prefer: str | None = None) -> S3Server:
-    """Start MinIO if it is built (or ``prefer='minio'`` demands it), else moto.
-    ``PICCHIO_S3`` (minio|moto) overrides the choice."""
-    prefer = prefer or os.environ.get("PICCHIO_S3")
+class MinioNotBuilt(RuntimeError):
+    pass
+
+
+def start_s3(workdir: Path, prefer: str = "minio") -> S3Server:
+    """Start MinIO — or, only when ``prefer='moto'`` says so, the moto server."""
+    if prefer == "moto":
+        return _start_moto(workdir)
+    if prefer != "minio":
+        raise ValueError(f"unknown S3 server {prefer!r} (minio | moto)")
     mb = minio_binary()
-    if prefer == "minio" or (prefer is None and mb):
-        if not mb:
-            raise RuntimeError("MinIO requested but not built: run `make components`")
-        return _start_minio(workdir, mb)
-    return _start_moto(workdir)
+    if not mb:
+        raise MinioNotBuilt("MinIO is not built: run `make components` (or `make components ONLY=minio`) — "
+                            "the tests never fall back to a fake S3")
+    return _start_minio(workdir, mb)
 
 
 def _live(url: str) -> bool:

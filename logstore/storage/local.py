@@ -26,7 +26,7 @@ from ..config import Config
 from ..errors import CorruptionError, StorageError, StorageFullError, WriterFencedError
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .segfile import (SegmentFile, check_index, claimed_length, fsync_dir, makedirs_durable, read_block,
-                      read_layout)
+                      read_layout, valid_block_after)
 
 _LOCK_WAIT = 30.0
 
@@ -354,11 +354,16 @@ class LocalBackend(Backend):
                 b = decode_block(raw)
             except CorruptionError as e:
                 # fully present yet wrong: re-read once (a concurrent writer may
-                # have been mid-copy), then it is corruption
+                # have been mid-copy); then it is corruption if intact blocks
+                # follow, else the torn last write of a crashed writer (never
+                # acknowledged: the writer that recovers the segment cuts it)
                 if cur.suspect_since is None:
                     cur.suspect_since = time.monotonic()
                     break
                 if time.monotonic() - cur.suspect_since < 0.05:
+                    break
+                rest = os.pread(fd, size - cur.offset, cur.offset)
+                if not valid_block_after(rest, 1, len(rest)):
                     break
                 raise CorruptionError(str(e), log=str(log_id), segment=seg_id, block=len(out)) from e
             cur.suspect_since = None

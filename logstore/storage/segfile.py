@@ -212,17 +212,37 @@ def scan_valid(buf, size: int, log_id: int, seg_id: int) -> tuple[list[BlockRef]
             try:
                 b = decode_block(buf, off)
             except CorruptionError as e:
-                claimed = claimed_length(buf, off)
-                if claimed is not None and off + claimed < size:
-                    raise CorruptionError(f"damaged block followed by more data: {e}", log=str(log_id),
+                if valid_block_after(buf, off + 1, size):
+                    raise CorruptionError(f"damaged block followed by valid blocks: {e}", log=str(log_id),
                                           segment=seg_id, block=len(blocks)) from e
-                break
+                break  # the last write, torn (a crash or power cut before its fdatasync): never acknowledged
             if b is None:
                 break
             h = b.header
             blocks.append(BlockRef(h.block_number, h.first_entry_id, h.last_entry_id, b.end - off, off))
             off = b.end
         return blocks, off
+
+
+_BLOCK_TL = struct.pack("<BI", RecordType.BLOCK_HEADER, BLOCK_HEADER_RECORD_SIZE - 9)
+
+
+def valid_block_after(buf, start: int, size: int) -> bool:
+    """Is there an intact block anywhere in ``buf[start:size]``?  Blocks are
+    fdatasync'd one at a time, so a damaged block with only garbage after it is
+    the last write, torn by a crash or power cut (its page-cache bytes partly
+    reached the disk, maybe with holes); a damaged block with an intact one
+    after it is damage in the middle of acknowledged data."""
+    data = buf if hasattr(buf, "find") else bytes(buf)
+    pos = start
+    while (hit := data.find(_BLOCK_TL, pos + 4, size)) >= 0:
+        try:
+            if decode_block(memoryview(data)[:size], hit - 4) is not None:
+                return True
+        except CorruptionError:
+            pass
+        pos = hit - 3
+    return False
 
 
 def claimed_length(buf, off: int) -> int | None:

@@ -14,6 +14,8 @@ from crashcheck import check_exactly_once, read_back, run_cycle  # noqa: E402
 
 CYCLES = {"local": 15, "minio": 8}
 
+pytestmark = pytest.mark.slow  # crash cycles
+
 
 @pytest.mark.parametrize("kind", ["local", "minio"])
 async def test_sigkill_cycles_lose_nothing_acknowledged(make_config, kind):

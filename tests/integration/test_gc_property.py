@@ -4,6 +4,7 @@ below it."""
 import asyncio
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +12,8 @@ import logstore
 from logstore import EARLIEST, MessageId
 
 _names = itertools.count()
+
+pytestmark = pytest.mark.slow  # a property test: many examples
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,6 +1,7 @@
 """The public API against a real etcd and a real S3 server, on both backends."""
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -79,14 +80,27 @@ async def test_reader_from_middle_and_latest(make_config, backend_kind):
 
 
 async def test_tail_read_in_process(make_config, backend_kind):
+    """A reader in the writer's process is woken by the acknowledgement itself
+    (the in-process tail hub), not by its 1 s fallback wait: once ``append``
+    returns, the parked read completes within a few event-loop turns, with no
+    timer in between.  Mutation caught: ``TailHub._bump`` not resolving the
+    waiters' future (the read then needs the 1 s timer)."""
     async with logstore.Client(make_config(backend_kind)) as c:
         log = await c.create_log("tail")
         async with await log.open_writer() as w:
             reader = await log.open_reader(EARLIEST)
-            pending = asyncio.create_task(reader.read_next(timeout=10))
-            await asyncio.sleep(0)  # the reader is parked at the tail
+            pending = asyncio.create_task(reader.read_next(timeout=30))
+            deadline = time.monotonic() + 10
+            while log.hub._changed is None:  # the reader is parked on the hub
+                assert time.monotonic() < deadline, "the reader never parked at the tail"
+                await asyncio.sleep(0.001)
             mid = await w.append(b"hello")
-            m = await asyncio.wait_for(pending, 5)
+            turns = 0
+            while not pending.done() and turns < 200:
+                await asyncio.sleep(0)  # loop turns only: no timer can fire in them
+                turns += 1
+            assert pending.done(), "the ack did not wake the parked reader (it would wait for its poll)"
+            m = pending.result()
             assert m.id == mid and m.payload == b"hello"
             # a stream: the reader follows every entry in order
             ids = [await w.append(b"%d" % i) for i in range(50)]
@@ -95,25 +109,32 @@ async def test_tail_read_in_process(make_config, backend_kind):
 
 
 async def test_fencing_two_writers(make_config, backend_kind):
-    async with logstore.Client(make_config(backend_kind)) as c1, logstore.Client(make_config(backend_kind)) as _:
+    """A writer opened by a *second client* (another process's view: its own
+    etcd session and backend) fences the first; the first's later appends fail
+    and never appear.  Mutation caught: ``LocalSegmentWriter._check_fence``
+    not raising (local) — the old writer's "late" then lands."""
+    cfg = make_config(backend_kind)
+    async with logstore.Client(cfg) as c1, logstore.Client(cfg) as c2:
         log = await c1.create_log("fenced")
         w1 = await log.open_writer()
         acked = [await w1.append(b"a%d" % i) for i in range(5)]
-        other = await c1.open_log("fenced")
+        other = await c2.open_log("fenced")
         w2 = await other.open_writer()
         with pytest.raises(logstore.WriterFencedError):
             await w1.append(b"late")
         with pytest.raises(logstore.WriterFencedError):
             await w1.append(b"later")
+        assert w1.fenced
         m2 = await w2.append(b"b0")
         assert m2.segment_id > acked[-1].segment_id
         await w2.close()
         await w1.close()  # closing a fenced writer is quiet and writes nothing
-        r = await log.open_reader(EARLIEST)
-        got = [(await r.read_next(timeout=3)).payload for _ in range(6)]
-        assert got == [b"a0", b"a1", b"a2", b"a3", b"a4", b"b0"]
-        with pytest.raises(TimeoutError):
-            await r.read_next(timeout=0.2)
+        for client in (c1, c2):
+            r = await (await client.open_log("fenced")).open_reader(EARLIEST)
+            got = [(await r.read_next(timeout=3)).payload for _ in range(6)]
+            assert got == [b"a0", b"a1", b"a2", b"a3", b"a4", b"b0"]
+            with pytest.raises(TimeoutError):
+                await r.read_next(timeout=0.2)
 
 
 async def test_truncate_and_gc(make_config, backend_kind):
