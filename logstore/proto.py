@@ -110,10 +110,19 @@ class QuorumInfo:
     wq: int = 1
     aq: int = 1
     nodes: list[str] = field(default_factory=lambda: ["127.0.0.1:59456"])
+    # endpoint → instance id of the LogStore data dir the replica was placed on
+    # (server/identity.py).  Our addition, field 100 (map<string,string>), which
+    # Woodpecker does not use and its readers skip; empty for Woodpecker's segments.
+    instances: dict[str, str] = field(default_factory=dict)
+
+    def instance_of(self, endpoint: str) -> str:
+        """The instance recorded for ``endpoint`` ("" = unknown: not checked)."""
+        return self.instances.get(endpoint, "")
 
     def encode(self) -> bytes:
         return (f_int(1, self.id) + f_int(2, self.es) + f_int(3, self.wq) + f_int(4, self.aq)
-                + b"".join(f_str(5, n) for n in self.nodes))
+                + b"".join(f_str(5, n) for n in self.nodes)
+                + b"".join(f_bytes(100, f_str(1, k) + f_str(2, self.instances[k])) for k in sorted(self.instances)))
 
     @classmethod
     def decode(cls, b: bytes) -> "QuorumInfo":
@@ -129,6 +138,9 @@ class QuorumInfo:
                 q.aq = _signed(v)  # type: ignore[arg-type]
             elif num == 5:
                 q.nodes.append(v.decode())  # type: ignore[union-attr]
+            elif num == 100:
+                kv = {n2: v2 for n2, _, v2 in fields(v)}  # type: ignore[arg-type]
+                q.instances[kv.get(1, b"").decode()] = kv.get(2, b"").decode()  # type: ignore[union-attr]
         return q
 
 

@@ -176,6 +176,19 @@ class SegmentMetadataMsg(Msg):
 
 
 _BASE = ((1, "bucket_name", "string"), (2, "root_path", "string"), (3, "log_id", "int64"))
+# Our additions (field numbers Woodpecker does not use; its readers skip unknown fields):
+# every response names the replying data dir's instance id (server/identity.py), and a
+# request may name the instance it expects, which a LogStore of another identity refuses.
+INSTANCE_FIELD = 100
+_INSTANCE = (INSTANCE_FIELD, "instance", "string")
+_EXPECT = (INSTANCE_FIELD, "expected_instance", "string")
+
+
+def with_expected_instance(body: bytes, instance: str) -> bytes:
+    """An encoded request plus field 100 naming the instance it expects: a block
+    is encoded once and each replica gets its own suffix (proto3 allows fields
+    in any order; the last value of a scalar wins)."""
+    return body + _enc_field(INSTANCE_FIELD, "string", instance) if instance else body
 _SEG = _BASE + ((4, "segment_id", "int64"),)
 
 
@@ -198,7 +211,8 @@ class AddEntriesRequest(Msg):
     root_path: str = ""
     log_id: int = 0
     entries: list = field(default_factory=list)
-    FIELDS = _BASE + ((4, "entries", "rep:msg:LogEntry"),)
+    expected_instance: str = ""
+    FIELDS = _BASE + ((4, "entries", "rep:msg:LogEntry"), _EXPECT)
 
 
 @dataclass
@@ -206,7 +220,8 @@ class AddEntriesResponse(Msg):
     status: Status | None = None
     entry_id: list = field(default_factory=list)
     state: int = 0
-    FIELDS = ((1, "status", "msg:Status"), (2, "entry_id", "rep:int64"), (3, "state", "int32"))
+    instance: str = ""
+    FIELDS = ((1, "status", "msg:Status"), (2, "entry_id", "rep:int64"), (3, "state", "int32"), _INSTANCE)
 
 
 @dataclass
@@ -214,19 +229,23 @@ class GetBatchEntriesAdvRequest(SegReq):
     from_entry_id: int = 0
     max_entries: int = 0
     last_read_state: LastReadState | None = None
-    FIELDS = _SEG + ((5, "from_entry_id", "int64"), (6, "max_entries", "int64"), (7, "last_read_state", "msg:LastReadState"))
+    expected_instance: str = ""
+    FIELDS = _SEG + ((5, "from_entry_id", "int64"), (6, "max_entries", "int64"), (7, "last_read_state", "msg:LastReadState"),
+                     _EXPECT)
 
 
 @dataclass
 class GetBatchEntriesAdvResponse(Msg):
     status: Status | None = None
     result: BatchReadResult | None = None
-    FIELDS = ((1, "status", "msg:Status"), (2, "result", "msg:BatchReadResult"))
+    instance: str = ""
+    FIELDS = ((1, "status", "msg:Status"), (2, "result", "msg:BatchReadResult"), _INSTANCE)
 
 
 @dataclass
 class FenceSegmentRequest(SegReq):
-    FIELDS = _SEG
+    expected_instance: str = ""
+    FIELDS = _SEG + (_EXPECT,)
 
 
 @dataclass
@@ -234,42 +253,49 @@ class LastEntryResponse(Msg):
     """FenceSegment / CompleteSegment / GetSegmentLastAddConfirmed responses."""
     status: Status | None = None
     last_entry_id: int = 0
-    FIELDS = ((1, "status", "msg:Status"), (2, "last_entry_id", "int64"))
+    instance: str = ""
+    FIELDS = ((1, "status", "msg:Status"), (2, "last_entry_id", "int64"), _INSTANCE)
 
 
 @dataclass
 class CompleteSegmentRequest(SegReq):
     last_add_confirmed: int = 0
-    FIELDS = _SEG + ((5, "last_add_confirmed", "int64"),)
+    expected_instance: str = ""
+    FIELDS = _SEG + ((5, "last_add_confirmed", "int64"), _EXPECT)
 
 
 @dataclass
 class UpdateLastAddConfirmedRequest(SegReq):
     last_add_confirmed: int = 0
-    FIELDS = _SEG + ((5, "last_add_confirmed", "int64"),)
+    expected_instance: str = ""
+    FIELDS = _SEG + ((5, "last_add_confirmed", "int64"), _EXPECT)
 
 
 @dataclass
 class CompactSegmentRequest(SegReq):
-    FIELDS = _SEG
+    expected_instance: str = ""
+    FIELDS = _SEG + (_EXPECT,)
 
 
 @dataclass
 class CompactSegmentResponse(Msg):
     status: Status | None = None
     metadata: SegmentMetadataMsg | None = None
-    FIELDS = ((1, "status", "msg:Status"), (2, "metadata", "msg:SegmentMetadataMsg"))
+    instance: str = ""
+    FIELDS = ((1, "status", "msg:Status"), (2, "metadata", "msg:SegmentMetadataMsg"), _INSTANCE)
 
 
 @dataclass
 class GetSegmentLastAddConfirmedRequest(SegReq):
-    FIELDS = _SEG
+    expected_instance: str = ""
+    FIELDS = _SEG + (_EXPECT,)
 
 
 @dataclass
 class CleanSegmentRequest(SegReq):
     flag: int = 0
-    FIELDS = _SEG + ((5, "flag", "int32"),)
+    expected_instance: str = ""
+    FIELDS = _SEG + ((5, "flag", "int32"), _EXPECT)
 
 
 @dataclass
@@ -283,7 +309,8 @@ class MarkLogDeletedRequest(Msg):
 @dataclass
 class StatusOnly(Msg):
     status: Status | None = None
-    FIELDS = ((1, "status", "msg:Status"),)
+    instance: str = ""
+    FIELDS = ((1, "status", "msg:Status"), _INSTANCE)
 
 
 @dataclass
@@ -305,19 +332,22 @@ class AddEntryResponse(Msg):
 
 @dataclass
 class GetSegmentBlockCountRequest(SegReq):
-    FIELDS = _SEG
+    expected_instance: str = ""
+    FIELDS = _SEG + (_EXPECT,)
 
 
 @dataclass
 class BlockCountResponse(Msg):
     status: Status | None = None
     block_count: int = 0
-    FIELDS = ((1, "status", "msg:Status"), (2, "block_count", "int64"))
+    instance: str = ""
+    FIELDS = ((1, "status", "msg:Status"), (2, "block_count", "int64"), _INSTANCE)
 
 
 @dataclass
 class NotifySegmentCompactedRequest(SegReq):
-    FIELDS = _SEG
+    expected_instance: str = ""
+    FIELDS = _SEG + (_EXPECT,)
 
 
 @dataclass
@@ -401,6 +431,7 @@ class Code:
     INVALID = 1007
     INTERNAL = 1008
     STORAGE = 1009
+    WRONG_INSTANCE = 1010  # the request expected another instance (the data dir was replaced)
 
 
 

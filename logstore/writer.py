@@ -12,6 +12,8 @@ acknowledged can appear later in the log.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import time
 from collections import deque
@@ -32,6 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_BATCH_SEQ = itertools.count()
+
+
+def _seq(b: "_Batch") -> int:
+    return b.seq
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -43,6 +52,7 @@ class _Batch:
     entries: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0  # times re-sent to a new segment after its ensemble lost quorum
+    seq: int = field(default_factory=lambda: next(_BATCH_SEQ))  # call order: re-sends keep it
 
     def expired(self, now: float, budget: float, attempt_time: float) -> bool:
         """True when one more attempt could not finish within the append deadline."""
@@ -280,7 +290,7 @@ class LogWriter:
                 if batch is None:
                     break
                 if seg.broken:
-                    (self._retry if batch.attempts else self._sealed).appendleft(batch)
+                    self._put_back(batch)
                     batch = None
                     try:
                         seg = await self._replace_broken(seg)
@@ -293,6 +303,10 @@ class LogWriter:
                         await self._pause_after_failure()
                     continue
                 seg = await self._maybe_roll(seg)
+                if seg.broken:  # a block in flight failed while the roll drained: re-send in call order
+                    self._put_back(batch)
+                    batch = None
+                    continue
                 header = batch.builder.header(seg.next_block, seg.next_entry)
                 seg.next_block += 1
                 seg.next_entry += batch.builder.count
@@ -328,6 +342,8 @@ class LogWriter:
             log.warning("log %r: segment %d lost a replica; sealing it at %d and moving to a fresh ensemble",
                         self._h.name, seg.id, seg.lac)
         await self._drain()
+        if seg.broken:
+            return seg  # the broken path seals it and re-sends what failed, in order
         await self._complete(seg)
         return await self._next_segment(seg)
 
@@ -364,7 +380,15 @@ class LogWriter:
         if late or own_failure and not isinstance(error, QuorumUnavailableError):
             self._fail_batch(batch, error)
         else:
-            self._retry.append(batch)
+            bisect.insort(self._retry, batch, key=_seq)
+
+    def _put_back(self, batch: _Batch) -> None:
+        """Return a taken batch to its queue so call order holds: every batch
+        waiting for a re-send is older than every batch never sent."""
+        if batch.attempts:
+            bisect.insort(self._retry, batch, key=_seq)
+        else:
+            self._sealed.appendleft(batch)
 
     def _fail_pending(self, error: BaseException) -> None:
         """Fail every batch not yet sent (the writer itself stays usable)."""

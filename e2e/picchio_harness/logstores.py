@@ -2,7 +2,10 @@
 sharing one etcd keyspace and one bucket, each with its own staging dir."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ class LogStoreProc:
     log_path: Path
     proc: Proc | None = None
     extra: dict = field(default_factory=dict)
+    paused: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -40,12 +44,41 @@ class LogStoreProc:
 
     def kill(self) -> None:
         if self.proc:
+            self.resume()
             self.proc.kill()
             self.proc.popen.wait(10)
 
     def stop(self) -> None:
         if self.proc:
+            self.resume()  # a stopped process would ignore SIGTERM until the SIGKILL fallback
             self.proc.stop()
+
+    def pause(self) -> None:
+        """SIGSTOP the server (a GC pause, a hung disk): connections stay open,
+        nothing is answered until :meth:`resume`."""
+        assert self.proc is not None and self.proc.alive()
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.paused and self.proc is not None and self.proc.alive():
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def wipe_and_restart(self, timeout: float = 30.0) -> "LogStoreProc":
+        """SIGKILL, delete the data dir and start again on the same port with an
+        empty dir — a replaced disk or node.  It comes back as a new instance."""
+        self.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir(parents=True)
+        return self.start(timeout)
+
+    def instance(self) -> str:
+        """The instance id persisted in this LogStore's data dir ("" if none yet)."""
+        try:
+            return str(json.loads((self.data_dir / "picchio.instance").read_text())["instance"])
+        except (OSError, ValueError, KeyError):
+            return ""
 
     def alive(self) -> bool:
         return bool(self.proc and self.proc.alive())

@@ -16,9 +16,10 @@ from pathlib import Path
 import grpc
 
 from ..config import Config
-from ..errors import LogstoreError
+from ..errors import LogstoreError, StorageError
 from ..meta import MetaStore
 from .http import serve_http
+from .identity import load_or_create
 from .membership import Registration
 from .metrics import Metrics
 from .service import LogStoreService, generic_handler
@@ -56,14 +57,20 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
     bind = f"{cfg['woodpecker.logstore.host']}:{cfg['woodpecker.logstore.port']}"
     creds = server_credentials(cfg)
     port = server.add_secure_port(bind, creds) if creds else server.add_insecure_port(bind)
+    endpoint = advertised(cfg, port)
+    node_id = cfg["woodpecker.logstore.nodeId"] or endpoint.replace(":", "-")
+    # the data dir's identity is durable before anything is served under it
+    try:
+        svc.instance = await asyncio.to_thread(load_or_create, svc.root, node_id)
+    except OSError as e:
+        raise StorageError(f"cannot record this LogStore's identity in woodpecker.storage.rootPath "
+                           f"{str(svc.root)!r}: {e}") from None
     await server.start()
     meta = MetaStore(cfg)
     await meta.connect()
     svc.meta = meta
-    endpoint = advertised(cfg, port)
-    node_id = cfg["woodpecker.logstore.nodeId"] or endpoint.replace(":", "-")
-    reg = Registration(meta, node_id, {"nodeId": node_id, "endpoint": endpoint,
-                                       "zone": cfg["woodpecker.logstore.zone"], "tls": creds is not None}, 
+    reg = Registration(meta, node_id, {"nodeId": node_id, "endpoint": endpoint, "instance": svc.instance,
+                                       "zone": cfg["woodpecker.logstore.zone"], "tls": creds is not None},
                        cfg["woodpecker.logstore.registrationTTL"])
     await reg.start()
 
@@ -78,8 +85,8 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
     http = await serve_http(cfg["woodpecker.logstore.host"], cfg["woodpecker.logstore.httpPort"], ready,
                             metrics.render) if cfg["woodpecker.logstore.httpPort"] else None
     http_port = http.sockets[0].getsockname()[1] if http else 0
-    log.info("logstore %s serving gRPC on %s (%s), http on %s", node_id, endpoint, "tls" if creds else "plaintext",
-             http_port)
+    log.info("logstore %s (instance %s) serving gRPC on %s (%s), http on %s", node_id, svc.instance, endpoint,
+             "tls" if creds else "plaintext", http_port)
     if ready_file:
         Path(ready_file).write_text(f"{endpoint} {http_port}\n")
     stop = asyncio.Event()

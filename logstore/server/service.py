@@ -45,6 +45,7 @@ class LogStoreService:
         self.sync_wait = config["woodpecker.logstore.segmentSyncPolicy.maxIntervalForService"]
         self.segments: dict[_Key, StagedSegment] = {}
         self.meta: Any = None  # the MetaStore, set by the server once connected (SelectNodes)
+        self.instance = ""  # this data dir's identity (server/identity.py), set before serving
         self._objects: dict[tuple[str, str], Any] = {}
         self.max_bytes = config["woodpecker.logstore.disk.maxBytes"]
         self.soft, self.hard = config["woodpecker.logstore.disk.softLimit"], config["woodpecker.logstore.disk.hardLimit"]
@@ -256,25 +257,49 @@ def generic_handler(svc: LogStoreService) -> grpc.GenericRpcHandler:
         fn = getattr(svc, name)
         if streaming:
             handlers[name] = grpc.unary_stream_rpc_method_handler(
-                _stream(fn), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
+                _stream(svc, fn, resp_t), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
         else:
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                _unary(fn, resp_t), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
+                _unary(svc, fn, resp_t), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-def _unary(fn: Callable[[Any], Awaitable[Any]], resp_t: type) -> Callable:
+def _wrong_instance(svc: LogStoreService, request: Any) -> Status | None:
+    """A request that expects another identity of this data dir is refused: this
+    LogStore never held that segment under it (its disk was replaced), so it
+    must neither accept writes for it nor answer "nothing here" about it."""
+    want = getattr(request, "expected_instance", "")
+    if want and want != svc.instance:
+        return Status(reason=f"this LogStore is instance {svc.instance}, not {want} (data dir replaced)",
+                      code=Code.WRONG_INSTANCE)
+    return None
+
+
+def _stamp(svc: LogStoreService, resp: Any) -> Any:
+    if hasattr(resp, "instance"):
+        resp.instance = svc.instance
+    return resp
+
+
+def _unary(svc: LogStoreService, fn: Callable[[Any], Awaitable[Any]], resp_t: type) -> Callable:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        refused = _wrong_instance(svc, request)
+        if refused is not None:
+            return _stamp(svc, resp_t(status=refused))
         try:
-            return await fn(request)
+            return _stamp(svc, await fn(request))
         except (LogstoreError, OSError, ValueError) as e:
             log.warning("%s failed: %r", fn.__name__, e)
-            return resp_t(status=_err(e))
+            return _stamp(svc, resp_t(status=_err(e)))
     return handler
 
 
-def _stream(fn: Callable[[Any], AsyncIterator[Any]]) -> Callable:
+def _stream(svc: LogStoreService, fn: Callable[[Any], AsyncIterator[Any]], resp_t: type) -> Callable:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        refused = _wrong_instance(svc, request)
+        if refused is not None:
+            yield _stamp(svc, resp_t(status=refused, state=AddEntryState.FAILED))
+            return
         async for item in fn(request):
-            yield item
+            yield _stamp(svc, item)
     return handler

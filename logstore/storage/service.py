@@ -3,12 +3,24 @@ are compacted into object storage.
 
 An append's block is sent to the segment's write quorum in parallel and is
 durable once ``ackQuorum`` LogStores answered *Synced* (each fdatasync'd it).
-A LogStore that fails is dropped from the segment; with fewer than ackQuorum
-left the block fails with :class:`QuorumUnavailableError` — at once when the
-nodes refuse connections, at the latest after ``quorum.requestTimeout``.
-Recovery fences the ensemble, takes the LAC from ``ensemble − ack + 1``
-replies and completes the segment there.  Sealed segments are read straight
-from object storage; active ones from the LogStores, up to the LAC.
+A LogStore that fails, misses the deadline or answers as another instance
+(its data dir was replaced) is dropped from the segment and the segment is
+``degraded`` (the writer seals it and rolls to a fresh ensemble); with fewer
+than ackQuorum left the block fails with :class:`QuorumUnavailableError`.
+
+Replica identity.  Each LogStore data dir has an instance id (a cookie,
+server/identity.py); the segment's QuorumInfo records it per endpoint, every
+request names the instance it expects and every reply names the instance that
+answered.  A reply from another instance is a failure, never evidence that
+"the replica has nothing".
+
+One deadline.  Every quorum call ends, with success or a typed error, within
+``quorum.requestTimeout`` measured once from its start (each RPC gets what is
+left of it).  Recovery fences the ensemble and needs ``ensemble − ack + 1``
+replies from genuine instances (so it meets every ack quorum), else raises
+QuorumUnavailableError and leaves the segment Active for a later try.
+Sealed segments are read from object storage; active ones from the LogStores,
+up to the LAC, only from genuine instances.
 """
 from __future__ import annotations
 
@@ -16,7 +28,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +41,21 @@ from ..meta import MetaStore
 from ..proto import QuorumInfo, encode_layout
 from ..rpc import (METHODS, SERVICE, AddEntriesRequest, AddEntryState, CleanSegmentRequest, Code,
                    CompactSegmentRequest, CompleteSegmentRequest, FenceSegmentRequest, GetBatchEntriesAdvRequest,
-                   GetSegmentLastAddConfirmedRequest, LogEntry, MarkLogDeletedRequest, NotifySegmentCompactedRequest,
-                   UpdateLastAddConfirmedRequest)
+                   GetSegmentBlockCountRequest, GetSegmentLastAddConfirmedRequest, LogEntry, MarkLogDeletedRequest,
+                   NotifySegmentCompactedRequest, UpdateLastAddConfirmedRequest, with_expected_instance)
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .objects import ObjectBackend, ObjectCursor
 
 log = logging.getLogger(__name__)
 _LAC_PUSH_DELAY = 0.005
-_SUSPECT_FOR = 30.0  # seconds a LogStore that failed a call is left out of new ensembles  # bounds how stale a replica's LAC is; readers in other processes wait at most this more
+_SUSPECT_FOR = 30.0  # seconds a LogStore that failed a call is left out of new ensembles (unless a probe finds it back)
 
 
 class NodeError(Exception):
-    def __init__(self, endpoint: str, code: int, message: str, retriable: bool = True) -> None:
+    def __init__(self, endpoint: str, code: int, message: str, retriable: bool = True, instance: str = "") -> None:
         super().__init__(f"{endpoint}: {message}")
         self.endpoint, self.code, self.retriable = endpoint, code, retriable
+        self.instance = instance  # who answered ("" when nothing did)
 
 
 class Node:
@@ -62,7 +75,15 @@ class Node:
             self._calls[name] = make(f"/{SERVICE}/{name}", request_serializer=_serialize,
                                      response_deserializer=resp_t.decode)
 
-    async def call(self, name: str, req: Any, timeout: float) -> Any:
+    async def call(self, name: str, req: Any, timeout: float, expect: str = "") -> Any:
+        """One RPC within ``timeout`` seconds.  ``expect``: the instance recorded
+        for this replica; the request carries it (the LogStore refuses it if it is
+        another instance) and a reply from any other instance raises NodeError
+        with Code.WRONG_INSTANCE — that replica is gone, whatever it says."""
+        if expect:
+            req = with_expected_instance(req if isinstance(req, bytes) else req.encode(), expect)
+        if timeout <= 0:
+            raise NodeError(self.endpoint, -1, f"{name}: deadline exceeded before the call")
         try:
             if METHODS[name][2]:
                 last = None
@@ -75,9 +96,16 @@ class Node:
                 resp = await self._calls[name](req, timeout=timeout)
         except grpc.aio.AioRpcError as e:
             raise NodeError(self.endpoint, -1, f"{name}: {e.code().name}: {e.details()}") from None
+        if resp is None:
+            raise NodeError(self.endpoint, -1, f"{name}: the stream ended without a reply")
+        got = getattr(resp, "instance", "")
+        if expect and got != expect:
+            raise NodeError(self.endpoint, Code.WRONG_INSTANCE,
+                            f"{name}: answered by instance {got or '(none)'}, the segment was placed on {expect} "
+                            "(data dir replaced: this replica's copy is gone)", retriable=False, instance=got)
         st = getattr(resp, "status", None)
         if st is not None and st.code != Code.OK:
-            raise NodeError(self.endpoint, st.code, f"{name}: {st.reason}", st.retriable)
+            raise NodeError(self.endpoint, st.code, f"{name}: {st.reason}", st.retriable, got)
         return resp
 
     async def close(self) -> None:
@@ -107,12 +135,6 @@ class ServiceCursor:
     node: int = 0
 
 
-@dataclass
-class _SegState:
-    quorum: QuorumInfo
-    bad: set[str] = field(default_factory=set)
-
-
 class ServiceSegmentWriter(SegmentWriter):
     def __init__(self, b: "ServiceBackend", log_id: int, seg_id: int, quorum: QuorumInfo) -> None:
         self.b, self.log_id, self.seg_id, self.q = b, log_id, seg_id, quorum
@@ -124,6 +146,15 @@ class ServiceSegmentWriter(SegmentWriter):
     @property
     def parallel(self) -> int:
         return 8
+
+    @property
+    def degraded(self) -> bool:
+        """True once a replica of the write quorum was dropped (failed, missed the
+        deadline, or turned out to be another instance).  It never gets another
+        block of this segment, so the segment has fewer copies than its write
+        quorum from here on: the writer should seal it and roll to a fresh
+        ensemble rather than go on like this."""
+        return bool(self.bad)
 
     def _targets(self) -> list[str]:
         return [n for n in self.q.nodes[: self.q.wq] if n not in self.bad]
@@ -146,23 +177,46 @@ class ServiceSegmentWriter(SegmentWriter):
 
     async def _push_lac(self) -> None:
         """Coalesced: at most one push in flight, each carrying the newest LAC;
-        a short pause lets a burst of acks share one round of RPCs."""
+        a short pause lets a burst of acks share one round of RPCs.  Each round
+        is bounded by the request timeout."""
         await asyncio.sleep(_LAC_PUSH_DELAY)
         while self._lac_sent < self._lac:
             lac = self._lac
             req = UpdateLastAddConfirmedRequest(self.b.bucket, self.b.root, self.log_id, self.seg_id, lac)
-            await asyncio.gather(*(self.b.node(n).call("UpdateLastAddConfirmed", req, 2.0)
+            await asyncio.gather(*(self.b.node(n).call("UpdateLastAddConfirmed", req, self.b.timeout,
+                                                       self.q.instance_of(n))
                                    for n in self._targets()), return_exceptions=True)
             self._lac_sent = lac
 
     async def finalize(self, blocks: list[BlockRef], lac: int) -> int:
-        """CompleteSegment(lac) on every replica; at least one that holds all
-        entries up to ``lac`` must confirm (it will upload the segment)."""
+        """CompleteSegment(lac) on every replica, all within one request timeout;
+        at least one genuine replica holding every entry up to ``lac`` must
+        confirm (it can upload the segment; compaction completes the others).
+        Replicas still in the segment are waited for; dropped ones only if none
+        of those confirmed — a hung replica never holds up the seal beyond the
+        deadline."""
         req = CompleteSegmentRequest(self.b.bucket, self.b.root, self.log_id, self.seg_id, lac)
-        replies = await asyncio.gather(*(self.b.node(n).call("CompleteSegment", req, self.b.timeout)
-                                         for n in self.q.nodes), return_exceptions=True)
-        if not any(not isinstance(r, BaseException) and r.last_entry_id >= lac for r in replies):
-            errors = "; ".join(str(r) for r in replies if isinstance(r, BaseException))
+        tasks = {n: asyncio.ensure_future(self.b.node(n).call("CompleteSegment", req, self.b.timeout,
+                                                              self.q.instance_of(n))) for n in self.q.nodes}
+        good = [n for n in self.q.nodes if n not in self.bad]
+        dropped = [n for n in self.q.nodes if n in self.bad]
+        if good:
+            await asyncio.wait([tasks[n] for n in good])
+
+        def holders(names: list[str]) -> bool:
+            return any(tasks[n].done() and not tasks[n].cancelled() and tasks[n].exception() is None
+                       and tasks[n].result().last_entry_id >= lac for n in names)
+        if not holders(good) and dropped:
+            await asyncio.wait([tasks[n] for n in dropped])
+        for n in dropped:
+            if not tasks[n].done():
+                self.b.background(tasks[n])
+        for n in good:
+            if not tasks[n].cancelled() and isinstance(tasks[n].exception(), NodeError):
+                self.bad.add(n)
+        if not holders(self.q.nodes):
+            errors = "; ".join(str(t.exception()) for t in tasks.values()
+                               if t.done() and not t.cancelled() and t.exception() is not None)
             raise QuorumUnavailableError(f"complete {self.log_id}/{self.seg_id}: no LogStore holding every entry "
                                          f"up to {lac} answered ({errors or 'replicas lag'})")
         return sum(b.size for b in blocks)
@@ -212,6 +266,7 @@ class ServiceBackend(Backend):
         # endpoints that failed a call lately: their etcd registration outlives them by up to a
         # lease TTL, so new ensembles avoid them for a while (unless nothing else is left)
         self._suspect: dict[str, float] = {}
+        self._background: set[asyncio.Future] = set()
 
     def node(self, endpoint: str) -> Node:
         n = self._nodes.get(endpoint)
@@ -219,31 +274,47 @@ class ServiceBackend(Backend):
             n = self._nodes[endpoint] = Node(endpoint, self.config)
         return n
 
+    def background(self, coro: Any) -> None:
+        """Run a bounded RPC nobody waits for (errors are only logged)."""
+        t = asyncio.ensure_future(coro)
+        self._background.add(t)
+        t.add_done_callback(lambda t: (self._background.discard(t), t.cancelled() or t.exception()))
+
     async def start(self) -> None:
         await self.objects.start()
 
     async def close(self) -> None:
+        for t in list(self._background):
+            t.cancel()
         for n in self._nodes.values():
             await n.close()
         await self.objects.close()
 
     # -- quorum plumbing ------------------------------------------------------------
     async def quorum_call(self, q: QuorumInfo, bad: set[str], name: str, req: Any, need: int, what: str) -> list[Any]:
-        """Send to every good node of ``q``; return once ``need`` succeeded.
-        Failed nodes join ``bad``; too few left → QuorumUnavailableError."""
+        """Send to every good node of ``q``; return once ``need`` genuine replicas
+        succeeded — within ``requestTimeout`` measured once, here: every RPC gets
+        what is left of it.  Failed, late and wrong-instance nodes join ``bad``;
+        too few left → QuorumUnavailableError (StorageFullError when the rest
+        pushed back for disk)."""
         targets = [n for n in q.nodes[: q.wq] if n not in bad]
         if len(targets) < need:
             raise QuorumUnavailableError(f"{what}: only {len(targets)} of {q.wq} LogStores left, need {need}")
-        tasks = {asyncio.ensure_future(self.node(n).call(name, req, self.timeout)): n for n in targets}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        body = req if isinstance(req, bytes) else req.encode()
+        tasks = {asyncio.ensure_future(self.node(n).call(name, body, self.timeout, q.instance_of(n))): n
+                 for n in targets}
         ok: list[Any] = []
         errors: list[str] = []
         full = 0  # nodes that pushed back for lack of disk: healthy, not dropped
         pending = set(tasks)
         try:
             while pending and len(ok) < need:
-                done, pending = await asyncio.wait(pending, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
-                if not done:
+                left = deadline - loop.time()
+                if left <= 0:
                     break
+                done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
                     try:
                         ok.append(t.result())
@@ -255,18 +326,23 @@ class ServiceBackend(Backend):
                             full += 1
                         else:
                             bad.add(tasks[t])
-                            if e.code == -1:  # the transport failed: the process is gone or unreachable
+                            if e.code == -1:  # the transport failed: the process is gone, hung or unreachable
                                 self._suspect[tasks[t]] = time.monotonic()
                         errors.append(str(e))
                 if len(ok) + len(pending) < need:
                     break
         finally:
             if len(ok) >= need:
-                for t in pending:  # stragglers finish (or fail) in the background
-                    t.add_done_callback(lambda t, n=tasks[t]: bad.add(n) if t.exception() else None)
+                for t in pending:  # stragglers finish (or fail) by the same deadline, in the background
+                    t.add_done_callback(lambda t, n=tasks[t]: self._straggler_done(t, n, bad))
             else:
+                late = loop.time() >= deadline
                 for t in pending:
                     t.cancel()
+                    if late:
+                        bad.add(tasks[t])
+                        self._suspect[tasks[t]] = time.monotonic()
+                        errors.append(f"{tasks[t]}: no answer within {self.timeout:g}s")
         if len(ok) < need and full and len(ok) + full >= need:
             raise StorageFullError(f"{what}: LogStores are above their disk limits ({'; '.join(errors)})")
         if len(ok) < need:
@@ -274,21 +350,59 @@ class ServiceBackend(Backend):
                                          f"{self.timeout:g}s ({'; '.join(errors) or 'timed out'})")
         return ok
 
+    def _straggler_done(self, t: asyncio.Future, endpoint: str, bad: set[str]) -> None:
+        if t.cancelled() or t.exception() is not None:
+            bad.add(endpoint)
+            e = None if t.cancelled() else t.exception()
+            if t.cancelled() or getattr(e, "code", -1) == -1:
+                self._suspect[endpoint] = time.monotonic()
+
+    async def _probe(self, endpoints: list[str]) -> dict[str, str]:
+        """Which of ``endpoints`` answer now (any reply, even "not found"), and as
+        which instance — within one request timeout (a LogStore that cannot
+        answer this in time could not take a block either)."""
+        req = GetSegmentBlockCountRequest(self.bucket, self.root, -1, -1)
+
+        async def one(e: str) -> str | None:
+            try:
+                return (await self.node(e).call("GetSegmentBlockCount", req, self.timeout)).instance
+            except NodeError as err:  # "no such segment" is an answer too
+                return None if err.code == -1 else err.instance
+        found = await asyncio.gather(*(one(e) for e in endpoints))
+        return {e: i for e, i in zip(endpoints, found) if i is not None}
+
     async def choose_quorum(self) -> QuorumInfo:
+        """An ensemble of live LogStores, recording each one's instance id.
+        LogStores that failed lately are left out unless a probe finds them
+        answering again (a paused process that resumed is as good as new; one
+        that failed this very moment is not probed); with fewer than ackQuorum
+        answering this fails fast."""
         from ..server.membership import live_logstores
         live = await live_logstores(self.meta)
         now = time.monotonic()
         healthy = [n for n in live if now - self._suspect.get(n["endpoint"], -1e9) > _SUSPECT_FOR]
-        if len(healthy) >= self.aq:
-            live = healthy
+        # a LogStore that failed less than a request timeout ago is not worth a probe yet:
+        # this keeps "no quorum" fast (an append's budget is 3 × requestTimeout)
+        suspects = [n for n in live if n not in healthy
+                    and now - self._suspect.get(n["endpoint"], -1e9) >= self.timeout]
+        if len(healthy) < self.es and suspects:
+            back = await self._probe([n["endpoint"] for n in suspects])
+            for n in suspects:
+                if n["endpoint"] in back:
+                    self._suspect.pop(n["endpoint"], None)
+                    if back[n["endpoint"]]:
+                        n["instance"] = back[n["endpoint"]]
+                    healthy.append(n)
+        live = healthy
         if len(live) < self.aq:
-            raise QuorumUnavailableError(f"{len(live)} LogStores registered, need at least {self.aq}")
+            raise QuorumUnavailableError(f"{len(live)} LogStores registered and answering, need at least {self.aq}")
         size = min(self.es, len(live))
         if size < self.es:
             log.warning("only %d LogStores live: new segment on a degraded ensemble of %d (ack quorum %d)",
                         len(live), size, self.aq)
         picked = pick_ensemble(live, size, self.config["woodpecker.client.quorum.strategy"])
-        return QuorumInfo(id=1, es=size, wq=min(self.wq, size), aq=self.aq, nodes=[n["endpoint"] for n in picked])
+        return QuorumInfo(id=1, es=size, wq=min(self.wq, size), aq=self.aq, nodes=[n["endpoint"] for n in picked],
+                          instances={n["endpoint"]: n["instance"] for n in picked if n.get("instance")})
 
     async def create_segment(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> SegmentWriter:
         assert quorum is not None
@@ -296,41 +410,56 @@ class ServiceBackend(Backend):
 
     # -- recovery ------------------------------------------------------------------------
     async def fence_and_recover(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> Recovered:
+        """Fence the recorded ensemble and complete the segment at the highest
+        last entry among ``es − aq + 1`` genuine replicas: every acknowledged
+        entry reached ``aq`` replicas, so any such set holds it.  A replica that
+        answers as another instance (wiped, replaced) counts as failed; too few
+        genuine replies within the deadline → QuorumUnavailableError, and the
+        segment stays Active for a later recovery."""
         found = await self.objects.read_footer(log_id, seg_id)
         if found is not None:
             footer, index = found
             return Recovered([], footer.lac, footer.total_size, True)
         q = quorum or QuorumInfo(nodes=[])
         need = max(1, q.es - q.aq + 1)
+        what = f"recover {log_id}/{seg_id}"
         req = FenceSegmentRequest(self.bucket, self.root, log_id, seg_id)
-        replies = await self.quorum_call(q, set(), "FenceSegment", req, need=need, what=f"fence {log_id}/{seg_id}")
+        replies = await self.quorum_call(q, set(), "FenceSegment", req, need=need, what=what)
         lac = max(r.last_entry_id for r in replies)
         creq = CompleteSegmentRequest(self.bucket, self.root, log_id, seg_id, lac)
-        await self.quorum_call(q, set(), "CompleteSegment", creq, need=need, what=f"complete {log_id}/{seg_id}")
+        done = await self.quorum_call(q, set(), "CompleteSegment", creq, need=need, what=what)
+        if not any(r.last_entry_id >= lac for r in done):
+            raise QuorumUnavailableError(f"{what}: no replica holding every entry up to {lac} confirmed completion")
         return Recovered([], lac, 0, False)
 
     async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum: QuorumInfo | None = None,
                       last_entry: int | None = None) -> int | None:
-        """A LogStore holding every entry up to the segment's LAC uploads it; the
-        others then drop their copies.  A replica that lagged (its footer's LAC is
-        lower) is never the one to upload."""
+        """A genuine LogStore holding every entry up to the segment's last entry
+        uploads it; the others then drop their copies.  Each candidate is first
+        completed at that entry (idempotent; a replica the writer could not reach
+        at seal time gets its footer now); one that lagged is never the one to
+        upload."""
         q = quorum or QuorumInfo(nodes=[])
         req = CompactSegmentRequest(self.bucket, self.root, log_id, seg_id)
         lreq = GetSegmentLastAddConfirmedRequest(self.bucket, self.root, log_id, seg_id)
         errors = []
         for endpoint in q.nodes:
+            node, inst = self.node(endpoint), q.instance_of(endpoint)
             try:
                 if last_entry is not None:
-                    held = (await self.node(endpoint).call("GetSegmentLastAddConfirmed", lreq, self.timeout)).last_entry_id
-                    if held < last_entry:
-                        errors.append(f"{endpoint}: holds up to {held}, segment ends at {last_entry}")
-                        continue
-                resp = await self.node(endpoint).call("CompactSegment", req, max(self.timeout, 60.0))
+                    creq = CompleteSegmentRequest(self.bucket, self.root, log_id, seg_id, last_entry)
+                    held = (await node.call("CompleteSegment", creq, self.timeout, inst)).last_entry_id
+                else:
+                    held = (await node.call("GetSegmentLastAddConfirmed", lreq, self.timeout, inst)).last_entry_id
+                if last_entry is not None and held < last_entry:
+                    errors.append(f"{endpoint}: holds up to {held}, segment ends at {last_entry}")
+                    continue
+                resp = await node.call("CompactSegment", req, max(self.timeout, 60.0), inst)
             except NodeError as e:
                 errors.append(str(e))
                 continue
             done = NotifySegmentCompactedRequest(self.bucket, self.root, log_id, seg_id)
-            await asyncio.gather(*(self.node(n).call("NotifySegmentCompacted", done, 5.0)
+            await asyncio.gather(*(self.node(n).call("NotifySegmentCompacted", done, self.timeout)
                                    for n in q.nodes if n != endpoint), return_exceptions=True)
             return resp.metadata.size if resp.metadata else 0
         raise StorageError(f"no LogStore could compact segment {log_id}/{seg_id}: {'; '.join(errors)}")
@@ -339,7 +468,11 @@ class ServiceBackend(Backend):
     async def scan(self, log_id: int, seg_id: int, cursor: ServiceCursor | None, max_bytes: int,
                    quorum: QuorumInfo | None = None, sealed_last: int | None = None) -> ScanResult:
         """``sealed_last``: the segment's last entry when metadata says it is
-        completed (a replica's own footer may end earlier: it lagged)."""
+        completed (a replica's own footer may end earlier: it lagged).  Only
+        genuine instances are asked; when every replica of a completed segment
+        not yet in object storage is provably unable to serve the next entry
+        (replaced, lost it, or lagging), raise QuorumUnavailableError rather than
+        wait forever or report the segment's end early."""
         cur = cursor or ServiceCursor()
         if cur.objects is None and not cur.checked_footer:
             cur.checked_footer = True
@@ -348,23 +481,28 @@ class ServiceBackend(Backend):
         if cur.objects is not None:
             res = await self.objects.scan(log_id, seg_id, cur.objects, max_bytes)
             return ScanResult(res.blocks, cur, res.complete, res.lac)
-        nodes = list(quorum.nodes) if quorum else []
+        if sealed_last is not None and cur.next_entry > sealed_last:
+            return ScanResult([], cur, True)
+        q = quorum or QuorumInfo(nodes=[])
+        nodes = list(q.nodes)
         req = GetBatchEntriesAdvRequest(self.bucket, self.root, log_id, seg_id, from_entry_id=cur.next_entry,
                                         max_entries=2000)
+        cannot = []  # replicas that answered and provably cannot serve entry next_entry
         for i in range(len(nodes)):
-            endpoint = nodes[(cur.node + i) % len(nodes)]
+            k = (cur.node + i) % len(nodes)
+            endpoint = nodes[k]
             try:
-                resp = await self.node(endpoint).call("GetBatchEntriesAdv", req, self.timeout)
-            except NodeError:
+                resp = await self.node(endpoint).call("GetBatchEntriesAdv", req, self.timeout, q.instance_of(endpoint))
+            except NodeError as e:
+                if e.code in (Code.WRONG_INSTANCE, Code.NOT_FOUND):
+                    cannot.append(str(e))
                 continue
             entries = resp.result.entries if resp.result else []
             if not entries:
-                if sealed_last is not None and cur.next_entry > sealed_last:
-                    return ScanResult([], cur, True)
                 if sealed_last is not None:
-                    continue  # this replica lags behind the sealed LAC: ask another
-                return ScanResult([], cur, False)
-            cur.node = (cur.node + i) % len(nodes)
+                    cannot.append(f"{endpoint}: lags behind entry {cur.next_entry}")
+                continue  # this replica lags (or nothing is new): ask another
+            cur.node = k
             first, last = entries[0].entryId, entries[-1].entryId
             blk = DecodedBlock(BlockHeader(0, first, last, 0, 0), [memoryview(e.values) for e in entries], 0)
             cur.next_entry = last + 1
@@ -373,27 +511,30 @@ class ServiceBackend(Backend):
         if await self.objects.read_footer(log_id, seg_id) is not None:
             cur.objects = ObjectCursor(next_entry=cur.next_entry)
             return await self.scan(log_id, seg_id, cur, max_bytes, quorum)
+        if sealed_last is not None and nodes and len(cannot) == len(nodes):
+            raise QuorumUnavailableError(f"segment {log_id}/{seg_id}: no genuine replica holds entry "
+                                         f"{cur.next_entry} (completed at {sealed_last}, not in object storage): "
+                                         + "; ".join(cannot))
         return ScanResult([], cur, False)
 
     async def last_entry(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> int:
+        """The highest entry a genuine replica makes visible (−1 if none answers)."""
         found = await self.objects.read_footer(log_id, seg_id)
         if found is not None:
             return found[0].lac
+        q = quorum or QuorumInfo(nodes=[])
         req = GetSegmentLastAddConfirmedRequest(self.bucket, self.root, log_id, seg_id)
-        best = -1
-        for endpoint in (quorum.nodes if quorum else []):
-            try:
-                best = max(best, (await self.node(endpoint).call("GetSegmentLastAddConfirmed", req, self.timeout)).last_entry_id)
-            except NodeError:
-                continue
-        return best
+        replies = await asyncio.gather(*(self.node(e).call("GetSegmentLastAddConfirmed", req, self.timeout,
+                                                           q.instance_of(e)) for e in q.nodes),
+                                       return_exceptions=True)
+        return max([-1] + [r.last_entry_id for r in replies if not isinstance(r, BaseException)])
 
     # -- deletion ----------------------------------------------------------------------------
     async def delete_segment(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> tuple[int, int]:
         n, b = await self.objects.delete_segment(log_id, seg_id)
         if quorum:
             req = CleanSegmentRequest(self.bucket, self.root, log_id, seg_id, 0)
-            await asyncio.gather(*(self.node(e).call("CleanSegment", req, 5.0) for e in quorum.nodes),
+            await asyncio.gather(*(self.node(e).call("CleanSegment", req, self.timeout) for e in quorum.nodes),
                                  return_exceptions=True)
         return n, b
 
@@ -401,7 +542,7 @@ class ServiceBackend(Backend):
         from ..server.membership import live_logstores
         req = MarkLogDeletedRequest(self.bucket, self.root, log_id)
         live = await live_logstores(self.meta)
-        await asyncio.gather(*(self.node(n["endpoint"]).call("MarkLogDeleted", req, 5.0) for n in live),
+        await asyncio.gather(*(self.node(n["endpoint"]).call("MarkLogDeleted", req, self.timeout) for n in live),
                              return_exceptions=True)
         return await self.objects.delete_log(log_id)
 

@@ -38,6 +38,7 @@ async def test_fenced_old_writer(service_cluster):
             await r.read_next(timeout=0.3)
 
 
+@pytest.mark.slow
 async def test_writer_sigkill_cycles(service_cluster):
     sc = service_cluster()
     async with logstore.Client(sc.config) as c:
