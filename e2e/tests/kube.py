@@ -133,3 +133,95 @@ def dump(namespaces: tuple[str, ...] = (SYSTEM_NS, TEST_NS), log_lines: int = 15
                 section(f"previous logs {ns}/{name}", "logs", "-n", ns, name, "--all-containers", "--previous",
                         f"--tail={log_lines}")
     return "\n".join(out)
+
+
+def _docker_binary() -> str:
+    found = os.environ.get("DOCKER") or shutil.which("docker")
+    if not found:
+        raise RuntimeError("no docker client: the crash test SIGKILLs a container from its kind node "
+                           "(set DOCKER or put docker on PATH)")
+    return found
+
+
+def crash_container(pod: dict, container: str) -> str:
+    """SIGKILL the main process of ``container`` in ``pod`` from the node it
+    runs on — a crash: no SIGTERM, no grace period, no API-server deletion
+    (the kubelet restarts the container in the same pod).  A kind node is a
+    docker container named after the node; ``crictl`` in it names the
+    process.  Returns the killed container's id."""
+    node = pod["spec"]["nodeName"]
+    cid = next(cs["containerID"] for cs in pod["status"]["containerStatuses"] if cs["name"] == container)
+    cid = cid.split("://", 1)[1]
+    docker = _docker_binary()
+
+    def run(*args: str) -> str:
+        p = subprocess.run([docker, "exec", node, *args], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"docker exec {node} {' '.join(args)} -> {p.returncode}: {p.stderr}")
+        return p.stdout.strip()
+
+    pid = run("crictl", "inspect", "--output", "go-template", "--template", "{{.info.pid}}", cid)
+    assert pid.isdigit() and int(pid) > 1, f"crictl gave pid {pid!r} for {cid}"
+    run("kill", "-KILL", pid)
+    return cid
+
+
+class KubectlWatch:
+    """``kubectl get KIND -w --output-watch-events -o json`` in the
+    background: every state the API server stores for the selected objects
+    reaches ``on_event(type, object)`` — no sampling interval, no missed
+    transition.  An exception in ``on_event`` or a stream that ends early is
+    raised by :meth:`stop`, never swallowed."""
+
+    def __init__(self, kind: str, on_event: Callable[[str, dict], None], ns: str = TEST_NS,
+                 selector: str | None = None, name: str | None = None) -> None:
+        import threading
+
+        args = [KUBECTL, "get", kind, "-n", ns, "-w", "--output-watch-events", "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        if name:
+            args += ["--field-selector", f"metadata.name={name}"]
+        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._on_event = on_event
+        self.error: BaseException | None = None
+        self.count = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"watch {kind}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        decoder = json.JSONDecoder()
+        buf = ""
+        try:
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                buf += line
+                while True:
+                    stripped = buf.lstrip()
+                    if not stripped:
+                        buf = ""
+                        break
+                    try:
+                        ev, end = decoder.raw_decode(stripped)
+                    except ValueError:
+                        break  # an object still arriving
+                    buf = stripped[end:]
+                    self._on_event(ev["type"], ev["object"])
+                    self.count += 1
+            if not self._stopping:
+                raise RuntimeError(f"kubectl watch ended early: {self._proc.stderr.read() if self._proc.stderr else ''}")
+        except BaseException as e:  # noqa: BLE001 - re-raised by stop()
+            if not self._stopping:
+                self.error = e
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._thread.join(10)
+        if self.error is not None:
+            raise AssertionError(f"watch failed: {self.error!r}") from self.error

@@ -200,3 +200,17 @@ def test_staging_volumes_follow_the_deletion_policy_and_bound_the_disk_budget(po
     body["spec"]["config"] = {"woodpecker.logstore.disk.maxBytes": "1Gi"}  # spec.config still wins
     values = render_config(parse_cluster(body)).values
     assert Config.from_dict(values)["woodpecker.logstore.disk.maxBytes"] == 1 << 30
+
+
+def test_pods_never_get_the_admin_secret() -> None:
+    """With spec.etcd.credentialsSecret (an etcd admin), the LogStores' etcd
+    credentials come from the operator's scoped Secret <name>-etcd-client."""
+    c = parse_cluster({"metadata": {"name": "wal", "namespace": "team-a", "uid": "u", "generation": 1},
+                       "spec": {"mode": "service",
+                                "etcd": {"endpoints": ["etcd:2379"], "credentialsSecret": "etcd-admin"},
+                                "storage": {"endpoint": "http://minio:9000", "bucket": "b"}}})
+    sts = b.statefulset(c, render_config(c))
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for var, key in (("PICCHIO_ETCD_USERNAME", "username"), ("PICCHIO_ETCD_PASSWORD", "password")):
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "wal-etcd-client", "key": key}
+    assert "etcd-admin" not in str(sts)

@@ -62,12 +62,24 @@ def ns(api: Api, crds: list[str]) -> Iterator[str]:
     api.status_code("DELETE", f"/api/v1/namespaces/{name}")
 
 
-@pytest.fixture(scope="module")
-def operator(k8s_cluster: Any, crds: list[str]) -> Iterator[Any]:
+def _in_process_operator(k8s_cluster: Any, resync_seconds: int) -> Iterator[Any]:
     from picchio_operator.main import InProcessOperator
 
     op = InProcessOperator(k8s_cluster.api, ["--standalone", "--metrics-port", "0", "--liveness", "",
-                                             "--resync-seconds", "15", "--tick-seconds", "2"])
+                                             "--resync-seconds", str(resync_seconds), "--tick-seconds", "2"])
     with op:
         yield op
     assert op.error is None, op.error
+
+
+@pytest.fixture(scope="module")
+def operator(k8s_cluster: Any, crds: list[str]) -> Iterator[Any]:
+    yield from _in_process_operator(k8s_cluster, 15)
+
+
+@pytest.fixture(scope="module")
+def quiet_operator(k8s_cluster: Any, crds: list[str]) -> Iterator[Any]:
+    """The operator with its resync timer out of reach (600 s): whatever a
+    test sees happen came from a watch event, a kopf retry or a deletion
+    handler, never from a periodic full pass."""
+    yield from _in_process_operator(k8s_cluster, 600)

@@ -12,7 +12,8 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from opcluster import ROOT, cr_path, dump, wait_for
+from opcluster import (ROOT, bucket_keys, condition, cr_path, etcd_keys, kopf_progress, read_entries, wait_condition,
+                       wait_for, write_entries, writer_config)
 
 pytestmark = pytest.mark.cluster
 SAMPLES = ROOT / "manifests" / "samples"
@@ -44,23 +45,6 @@ def secret(api, ns: str, minio: Any) -> None:
     s["metadata"]["namespace"] = ns
     s["stringData"] = {"accessKeyID": minio.access_key, "secretAccessKey": minio.secret_key}
     api.call("POST", f"/api/v1/namespaces/{ns}/secrets", s)
-
-
-def condition(obj: dict | None, type_: str) -> dict:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
-
-
-def wait_condition(api, plural: str, ns: str, name: str, type_: str, status: str, timeout: float = 90) -> dict:
-    def check():
-        o = api.get(cr_path(plural, ns, name))
-        return o if condition(o, type_).get("status") == status else None
-    try:
-        return wait_for(f"{plural}/{name} {type_}={status}", check, timeout)
-    except AssertionError:
-        raise AssertionError(f"{type_} never became {status}: {dump(api.get(cr_path(plural, ns, name)))}") from None
 
 
 def test_service_sample_reconciles_scales_and_rolls(api, kubectl, ns, operator, etcd, minio) -> None:
@@ -128,12 +112,23 @@ def test_service_sample_reconciles_scales_and_rolls(api, kubectl, ns, operator, 
     cm = api.get(children["ConfigMap"])["data"]["woodpecker.yaml"]
     assert "maxSize: 64M" in cm
 
+    # a log with data in the cluster's keyspace and bucket prefix
+    cfg = writer_config(wpc, etcd.endpoint, minio)
+    write_entries(cfg, "kept", 5)
+    prefix = f"{wpc['spec']['storage']['rootPath']}/"
+    meta = f"{wpc['spec']['etcd']['rootPath']}/woodpecker/"
+    objects, keys = bucket_keys(minio, bucket, prefix), etcd_keys(etcd.endpoint, meta)
+    assert objects and f"{meta}logs/kept" in keys and any(k.startswith(f"{meta}logs/kept/segments/") for k in keys)
+
     # delete (Retain): finalizer released, children garbage-collected
     api.call("DELETE", cr_path("woodpeckerclusters", ns, "wal"))
     wait_for("cluster gone", lambda: api.get(cr_path("woodpeckerclusters", ns, "wal")) is None, timeout=60)
     for what, path in children.items():
         wait_for(f"{what} garbage-collected", lambda path=path: api.get(path) is None, timeout=90)
-    assert s3.head_bucket(Bucket=bucket)  # Retain keeps the bucket
+    # Retain keeps the data: every object and every etcd key, and the log reads back
+    assert bucket_keys(minio, bucket, prefix) == objects
+    assert etcd_keys(etcd.endpoint, meta) == keys
+    assert read_entries(cfg, "kept") == [b"e-%03d" % i for i in range(5)]
 
 
 def test_invalid_config_is_reported_not_crashed(api, ns, operator, etcd, minio) -> None:
@@ -141,13 +136,17 @@ def test_invalid_config_is_reported_not_crashed(api, ns, operator, etcd, minio) 
     wpc = point_at(load("cluster-embedded.yaml"), ns, etcd, minio, f"op-{uuid.uuid4().hex[:10]}")
     wpc["spec"]["config"] = {"woodpecker": {"client": {"segmentRollingPolicy": {"maxSzie": "1M"}}}}
     api.call("POST", cr_path("woodpeckerclusters", ns), wpc)
-    o = wait_condition(api, "woodpeckerclusters", ns, "wal-embedded", "Ready", "False")
-    c = condition(o, "Ready")
-    wait_for("InvalidConfig reason", lambda: condition(api.get(cr_path("woodpeckerclusters", ns, "wal-embedded")),
-                                                        "Ready").get("reason") == "InvalidConfig")
-    c = condition(api.get(cr_path("woodpeckerclusters", ns, "wal-embedded")), "Ready")
-    assert "woodpecker.client.segmentRollingPolicy.maxSzie" in c["message"]
+    o = wait_condition(api, "woodpeckerclusters", ns, "wal-embedded", "Ready", "False", reason="InvalidConfig")
+    assert "woodpecker.client.segmentRollingPolicy.maxSzie" in condition(o, "Ready")["message"]
     assert api.get(f"/api/v1/namespaces/{ns}/configmaps/wal-embedded-config") is None
+    # the user's mistake is not retried in a loop: kopf recorded the create handler as done (its
+    # diff base holds the bad config, no retry record or backoff is left), unlike a TemporaryError
+    def handled() -> dict | None:
+        x = api.get(cr_path("woodpeckerclusters", ns, "wal-embedded"))
+        base = (x["metadata"].get("annotations") or {}).get("picchio.dev/last-handled-configuration", "")
+        return x if "maxSzie" in base and not kopf_progress(x) else None
+    o = wait_for("kopf to record the invalid spec as handled (no retry)", handled, timeout=60)
+    assert condition(o, "Ready")["reason"] == "InvalidConfig"
     # fixing the spec reconciles it
     api.call("PATCH", cr_path("woodpeckerclusters", ns, "wal-embedded"), {"spec": {"config": None}},
              "application/merge-patch+json")
@@ -209,3 +208,4 @@ def test_log_truncated_and_collected_with_delete_policy(api, kubectl, ns, operat
     wait_for("cluster gone", lambda: api.get(cr_path("woodpeckerclusters", ns, "wal-embedded")) is None, timeout=60)
     left = s3client(minio).list_objects_v2(Bucket=bucket, Prefix="wal-embedded/").get("KeyCount", 0)
     assert left == 0
+    assert etcd_keys(etcd.endpoint, f"{wpc['spec']['etcd']['rootPath']}/woodpecker/") == {}

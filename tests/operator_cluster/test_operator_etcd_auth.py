@@ -1,36 +1,33 @@
 """etcd with authentication on (a dedicated etcd 3.6, root user, auth enabled
 through the same Auth API the operator uses): the operator creates a role
 that may touch only the cluster's prefix and a user holding it, hands the
-user to the pods through a Secret it owns, and re-running changes nothing.
-The user is then tried for real: it reads and writes under the prefix (a
-``logstore.Client`` configured through the pods' ``PICCHIO_ETCD_*`` variables
-creates a log and appends) and is denied everywhere else."""
+user to the pods through a Secret it owns (ownerReference: the real garbage
+collector removes it with the cluster), regenerates the password when that
+Secret is lost, and re-running changes nothing.  The user is then tried for
+real: it reads and writes under the prefix (a ``logstore.Client`` configured
+from the ``PICCHIO_ETCD_*`` variables of a Pod the real StatefulSet
+controller created, resolved against the real Secret) and is denied
+everywhere else.  etcd 3.6 is a Go-module build, hence ``cluster``."""
 from __future__ import annotations
 
+import asyncio
 import base64
-import logging
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import aetcd
 import pytest
 from aetcd import rpc
 from aetcd.rpc import auth_pb2
-from opfakes import FakeKube, RecordingEvents
 from picchio_harness.etcd import etcd36_binary, start_etcd
 from picchio_operator.adapters.etcd import EtcdError, EtcdKeyspace
-from picchio_operator.adapters.logs import LogClients
-from picchio_operator.handlers import cluster as H
-from picchio_operator.model import constants as k
-from picchio_operator.model.cluster import statefulset
-from picchio_operator.model.conditions import get_condition
 from picchio_operator.model.config import client_config, render_config
 from picchio_operator.model.etcdkeys import client_permission
 from picchio_operator.model.spec import parse_cluster
-from picchio_operator.runtime import Runtime
+
+from opcluster import (EventLog, cr_path, events, s3client, secret_body, settled, wait_condition, wait_for, wpc_body)
 
 import logstore
 
@@ -111,6 +108,7 @@ async def can(endpoint: str, user: str, password: str, key: bytes) -> tuple[bool
 
 
 # -- the adapter ------------------------------------------------------------------
+@pytest.mark.cluster
 async def test_scoped_user_reads_and_writes_only_its_prefix(auth_etcd) -> None:
     prefix = f"op-{uuid.uuid4().hex[:8]}/woodpecker"
     key, end = client_permission(prefix)
@@ -135,6 +133,7 @@ async def test_scoped_user_reads_and_writes_only_its_prefix(auth_etcd) -> None:
     assert await can(ep, "u1", "pw-1", prefix.encode()) == (False, False)  # the bare prefix is not below P/
 
 
+@pytest.mark.cluster
 async def test_password_is_reset_only_when_it_no_longer_authenticates(auth_etcd) -> None:
     key, end = client_permission(f"op-{uuid.uuid4().hex[:8]}/woodpecker")
     async with EtcdKeyspace([auth_etcd.endpoint], username="root", password=ROOT_PW) as ks:
@@ -149,6 +148,7 @@ async def test_password_is_reset_only_when_it_no_longer_authenticates(auth_etcd)
             pass
 
 
+@pytest.mark.cluster
 async def test_a_non_admin_user_is_told_what_it_lacks(auth_etcd) -> None:
     async with EtcdKeyspace([auth_etcd.endpoint], username="milvus", password="milvus-pw") as ks:
         with pytest.raises(EtcdError) as e:
@@ -163,6 +163,7 @@ async def test_credentials_for_an_etcd_without_auth_are_a_clear_error(etcd) -> N
     assert e.value.reason == "EtcdAuthDisabled" and "credentialsSecret" in str(e.value)
 
 
+@pytest.mark.cluster
 async def test_wrong_admin_password_is_auth_failed(auth_etcd) -> None:
     with pytest.raises(EtcdError) as e:
         async with EtcdKeyspace([auth_etcd.endpoint], username="root", password="wrong"):
@@ -170,113 +171,144 @@ async def test_wrong_admin_password_is_auth_failed(auth_etcd) -> None:
     assert e.value.reason == "EtcdAuthFailed"
 
 
-# -- the handler --------------------------------------------------------------------
-@pytest.fixture
-async def rt():
-    r = Runtime(kube=FakeKube(), logs=LogClients(), events=RecordingEvents())  # type: ignore[arg-type]
-    r.tunables.etcd_timeout = 5
-    r.tunables.s3_timeout = 5
-    yield r
-    await r.logs.close()
 
 
-def add_cluster(rt, s3, etcd_ep: str, name: str = "wal") -> dict:
-    uid = uuid.uuid4().hex[:8]
-    rt.kube.secret(NS, "s3", {"accessKeyID": s3.access_key, "secretAccessKey": s3.secret_key})
-    rt.kube.secret(NS, "etcd-admin", {"username": "root", "password": ROOT_PW})
-    return rt.kube.put(k.CLUSTER_PLURAL, {
-        "apiVersion": "picchio.dev/v1alpha1", "kind": "WoodpeckerCluster",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"mode": "service", "replicas": 3,
-                 "etcd": {"endpoints": [etcd_ep], "rootPath": f"op-{uid}", "credentialsSecret": "etcd-admin"},
-                 "storage": {"endpoint": s3.endpoint, "bucket": f"op-{uid}", "rootPath": f"r-{uid}",
-                             "credentialsSecret": "s3", "createBucket": True},
-                 "deletionPolicy": "Delete"}})
+# -- the handler, on the real control plane ----------------------------------------------
+@pytest.fixture(scope="module")
+def auth_operator(k8s_cluster, crds):
+    """The operator in-process with a 5 s resync: a lost Secret is noticed by
+    the periodic pass (nothing watches Secrets)."""
+    from picchio_operator.main import InProcessOperator
+
+    with InProcessOperator(k8s_cluster.api, ["--standalone", "--metrics-port", "0", "--liveness", "",
+                                             "--resync-seconds", "5", "--tick-seconds", "2"]) as op:
+        yield op
+    assert op.error is None, op.error
 
 
-def pod_env(rt, name: str, secret: dict) -> dict[str, str]:
-    """The PICCHIO_* variables a LogStore pod would get, resolved the way the
-    kubelet does it (secretKeyRef → the Secret's data)."""
-    sts = rt.kube.obj("StatefulSet", NS, f"{name}-server")
+def add_cluster(api, ns: str, minio, etcd_ep: str, name: str = "wal") -> dict:
+    bucket = f"op-{uuid.uuid4().hex[:8]}"
+    s3client(minio).create_bucket(Bucket=bucket)
+    for sname, data in (("s3", {"accessKeyID": minio.access_key, "secretAccessKey": minio.secret_key}),
+                        ("etcd-admin", {"username": "root", "password": ROOT_PW})):
+        api.call("POST", f"/api/v1/namespaces/{ns}/secrets", secret_body(ns, sname, data))
+    body = wpc_body(ns, name, etcd_ep, minio.endpoint, bucket, mode="service", replicas=3)
+    body["spec"]["etcd"]["credentialsSecret"] = "etcd-admin"
+    api.call("POST", cr_path("woodpeckerclusters", ns), body)
+    return body
+
+
+def secret_data(secret: dict) -> dict[str, str]:
+    return {key: base64.b64decode(v).decode() for key, v in (secret.get("data") or {}).items()}
+
+
+def pod_env(pod: dict, secrets: dict[str, dict]) -> dict[str, str]:
+    """The PICCHIO_* variables of a real Pod, resolved the way the kubelet
+    does it (secretKeyRef → the Secret's data); a reference to a Secret not in
+    ``secrets`` fails the test."""
     out = {}
-    for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]:
+    for e in pod["spec"]["containers"][0]["env"]:
         ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-        if ref and ref["name"] == secret["metadata"]["name"]:
-            out[e["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        if ref and ref["name"] != "s3":
+            assert ref["name"] in secrets, f"{e['name']} comes from Secret {ref['name']}"
+            out[e["name"]] = secret_data(secrets[ref["name"]])[ref["key"]]
     return out
 
 
-async def test_cluster_with_etcd_auth_gets_a_scoped_user(rt, s3, auth_etcd) -> None:
-    body = add_cluster(rt, s3, auth_etcd.endpoint)
-    assert await H.reconcile(rt, body) == []
-    st = rt.kube.obj(k.CLUSTER_PLURAL, NS, "wal")["status"]
-    etcd_ready = get_condition(st["conditions"], "EtcdReady")
-    principal = f"picchio-{NS}-wal"
-    assert etcd_ready["status"] == "True", etcd_ready
+@pytest.mark.cluster
+def test_cluster_with_etcd_auth_gets_a_scoped_user(k8s_cluster, api, ns, auth_operator, minio, auth_etcd) -> None:
+    body = add_cluster(api, ns, minio, auth_etcd.endpoint)
+    o = wait_condition(api, "woodpeckerclusters", ns, "wal", "EtcdReady", "True", timeout=120)
+    etcd_ready = next(c for c in o["status"]["conditions"] if c["type"] == "EtcdReady")
+    principal = f"picchio-{ns}-wal"
     assert principal in etcd_ready["message"] and "wal-etcd-client" in etcd_ready["message"]
-    assert st["etcdClientSecret"] == "wal-etcd-client"
-    assert "EtcdUserReady" in rt.events.reasons()
+    assert o["status"]["etcdClientSecret"] == "wal-etcd-client"
+    wait_for("EtcdUserReady event", lambda: "EtcdUserReady" in {r for _, r, _ in events(api, ns, "wal")}, timeout=30)
 
-    secret = rt.kube.obj("Secret", NS, "wal-etcd-client")
+    secret_path = f"/api/v1/namespaces/{ns}/secrets/wal-etcd-client"
+    secret = api.get(secret_path)
     (ref,) = secret["metadata"]["ownerReferences"]
-    assert (ref["kind"], ref["uid"], ref["controller"]) == ("WoodpeckerCluster", body["metadata"]["uid"], True)
-    env = pod_env(rt, "wal", secret)
-    assert env["PICCHIO_ETCD_USERNAME"] == principal and len(env["PICCHIO_ETCD_PASSWORD"]) >= 24
-    assert ROOT_PW not in str(rt.kube.obj("StatefulSet", NS, "wal-server"))  # the admin never reaches pods
+    assert (ref["kind"], ref["uid"], ref["controller"]) == ("WoodpeckerCluster", o["metadata"]["uid"], True)
+
+    # the Pods the real StatefulSet controller made get the scoped user, never the admin
+    def pods() -> list | None:
+        items = api.call("GET", f"/api/v1/namespaces/{ns}/pods",
+                         query=[("labelSelector", "app.kubernetes.io/instance=wal")])["items"]
+        return items if len(items) == 3 else None
+    pod = wait_for("3 LogStore pods", pods, timeout=90)[0]
+    env = pod_env(pod, {"wal-etcd-client": secret})
+    pw = env["PICCHIO_ETCD_PASSWORD"]
+    assert env["PICCHIO_ETCD_USERNAME"] == principal and len(pw) >= 24
+    sts = api.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/wal-server")
+    assert ROOT_PW not in str(sts) and "etcd-admin" not in str(sts)
 
     # the pods' user works for the WAL under the prefix (Config.with_env, as `logstore serve` does) ...
-    c = parse_cluster(rt.kube.obj(k.CLUSTER_PLURAL, NS, "wal"))
-    cfg = render_config(c)
-    values = client_config(cfg, {"minio.accessKeyID": s3.access_key, "minio.secretAccessKey": s3.secret_key})
+    o = wait_condition(api, "woodpeckerclusters", ns, "wal", "Ready", "True", timeout=120)
+    cfg = render_config(parse_cluster(o))
+    values = client_config(cfg, {"minio.accessKeyID": minio.access_key, "minio.secretAccessKey": minio.secret_key})
     conf = logstore.Config.from_dict(values).with_env(env)
     assert conf["etcd.username"] == principal
-    async with logstore.Client(conf) as client:
-        h = await client.create_log("scoped")
-        async with await h.open_writer() as w:
-            await w.append(b"hello")
+
+    async def write() -> None:
+        async with logstore.Client(conf) as client:
+            h = await client.create_log("scoped")
+            async with await h.open_writer() as w:
+                await w.append(b"hello")
+    asyncio.run(write())
     # ... and nowhere else
-    ep, pw = auth_etcd.endpoint, env["PICCHIO_ETCD_PASSWORD"]
-    assert await can(ep, principal, pw, f"{cfg.meta_prefix}/probe".encode()) == (True, True)
-    assert await can(ep, principal, pw, b"milvus/probe") == (False, False)
-    assert await can(ep, principal, pw, f"{cfg.meta_prefix}-other/probe".encode()) == (False, False)
+    ep = auth_etcd.endpoint
+    assert asyncio.run(can(ep, principal, pw, f"{cfg.meta_prefix}/probe".encode())) == (True, True)
+    assert asyncio.run(can(ep, principal, pw, b"milvus/probe")) == (False, False)
+    assert asyncio.run(can(ep, principal, pw, f"{cfg.meta_prefix}-other/probe".encode())) == (False, False)
 
-    # a second pass changes nothing: same password, no events, no status write
-    events, writes, state = len(rt.events.events), rt.kube.status_writes, await auth_state(ep)
-    assert await H.reconcile(rt, rt.kube.obj(k.CLUSTER_PLURAL, NS, "wal")) == []
-    assert rt.kube.obj("Secret", NS, "wal-etcd-client")["data"] == secret["data"]
-    assert len(rt.events.events) == events and rt.kube.status_writes == writes
-    assert await auth_state(ep) == state
+    # a second full pass (the handler itself, real adapter): same password, no event, no write
+    from picchio_operator.adapters.kube import Kube
+    from picchio_operator.handlers import cluster as H
+    from picchio_operator.runtime import Runtime
 
-    # the Secret is lost (deleted by hand): a new password is generated and set on the user
-    del rt.kube.objects[("Secret", NS, "wal-etcd-client")]
-    assert await H.reconcile(rt, rt.kube.obj(k.CLUSTER_PLURAL, NS, "wal")) == []
-    new = rt.kube.obj("Secret", NS, "wal-etcd-client")
-    new_pw = base64.b64decode(new["data"]["password"]).decode()
-    assert new_pw != pw and "reset the password" in rt.events.events[-1][2]
-    assert await can(ep, principal, new_pw, f"{cfg.meta_prefix}/probe".encode()) == (True, True)
+    state = asyncio.run(auth_state(ep))
+    o = settled(api, ns, "wal")
+    rv = (o["metadata"]["resourceVersion"], api.get(secret_path)["metadata"]["resourceVersion"])
+    recorder = EventLog()
 
-    # deletionPolicy Delete removes the user and the role with the keys; others stay
-    await H._delete_handler(body=rt.kube.obj(k.CLUSTER_PLURAL, NS, "wal"), memo=SimpleNamespace(rt=rt), retry=0,
-                            logger=logging.getLogger("test"))
-    after = await auth_state(ep)
+    async def second_pass() -> list[str]:
+        rt = Runtime(kube=Kube(k8s_cluster.api), events=recorder)  # type: ignore[arg-type]
+        try:
+            return await H.reconcile(rt, o)
+        finally:
+            await rt.logs.close()
+    assert asyncio.run(second_pass()) == []
+    assert recorder.events == []
+    assert api.get(secret_path)["metadata"]["resourceVersion"] == rv[1]
+    assert api.get(cr_path("woodpeckerclusters", ns, "wal"))["metadata"]["resourceVersion"] == rv[0]
+    assert asyncio.run(auth_state(ep)) == state
+
+    # the Secret is lost (deleted by hand): the next pass writes a new password and sets it on the user
+    old_uid = api.get(secret_path)["metadata"]["uid"]
+    api.call("DELETE", secret_path)
+    new = wait_for("the Secret recreated", lambda: (lambda s: s if s and s["metadata"]["uid"] != old_uid else None)(
+        api.get(secret_path)), timeout=60)
+    new_pw = secret_data(new)["password"]
+    assert new_pw != pw and secret_data(new)["username"] == principal
+    wait_for("an event saying the password was reset", lambda: any(
+        r == "EtcdUserReady" and "reset the password" in m for _, r, m in events(api, ns, "wal")), timeout=30)
+    assert asyncio.run(can(ep, principal, new_pw, f"{cfg.meta_prefix}/probe".encode())) == (True, True)
+    with pytest.raises(aetcd.ClientError, match="authentication failed"):
+        asyncio.run(can(ep, principal, pw, f"{cfg.meta_prefix}/probe".encode()))
+
+    # deletionPolicy Delete removes the user and the role with the keys; others stay; the
+    # Secret goes with its owner (the real garbage collector, through the ownerReference)
+    api.call("DELETE", cr_path("woodpeckerclusters", ns, "wal"))
+    wait_for("cluster gone", lambda: api.get(cr_path("woodpeckerclusters", ns, "wal")) is None, timeout=120)
+    wait_for("the etcd-client Secret garbage-collected", lambda: api.get(secret_path) is None, timeout=90)
+    after = asyncio.run(auth_state(ep))
     assert principal not in after["users"] and principal not in after["roles"]
     assert after["users"]["milvus"] == ["milvus"] and "root" in after["users"]
+    assert body["spec"]["deletionPolicy"] == "Delete"
 
 
-async def test_cluster_with_credentials_but_no_auth_is_etcd_ready_false(rt, s3, etcd) -> None:
-    body = add_cluster(rt, s3, etcd.endpoint)
-    failures = await H.reconcile(rt, body)
-    assert failures
-    c = get_condition(rt.kube.obj(k.CLUSTER_PLURAL, NS, "wal")["status"]["conditions"], "EtcdReady")
-    assert (c["status"], c["reason"]) == ("False", "EtcdAuthDisabled")
-    assert rt.kube.obj("Secret", NS, "wal-etcd-client") is None  # nothing handed out
-
-
-def test_pods_never_get_the_admin_secret() -> None:
-    c = parse_cluster({"metadata": {"name": "wal", "namespace": NS, "uid": "u", "generation": 1},
-                       "spec": {"mode": "service",
-                                "etcd": {"endpoints": ["etcd:2379"], "credentialsSecret": "etcd-admin"},
-                                "storage": {"endpoint": "http://minio:9000", "bucket": "b"}}})
-    env = {e["name"]: e for e in statefulset(c, render_config(c))["spec"]["template"]["spec"]["containers"][0]["env"]}
-    for var, key in (("PICCHIO_ETCD_USERNAME", "username"), ("PICCHIO_ETCD_PASSWORD", "password")):
-        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "wal-etcd-client", "key": key}
+@pytest.mark.cluster
+def test_cluster_with_credentials_but_no_auth_is_etcd_ready_false(api, ns, auth_operator, minio, etcd) -> None:
+    add_cluster(api, ns, minio, etcd.endpoint)
+    wait_condition(api, "woodpeckerclusters", ns, "wal", "EtcdReady", "False", reason="EtcdAuthDisabled", timeout=90)
+    assert api.get(f"/api/v1/namespaces/{ns}/secrets/wal-etcd-client") is None  # nothing handed out

@@ -1,8 +1,13 @@
-"""Figures for issue 4's closing note, printed as JSON: apply → children
-latency, 200 WoodpeckerLogs reconciled and garbage-collected (wall time,
-objects/s next to MinIO's raw batch-delete rate in the same run), operator RSS.
+"""The operator's figures, printed as one JSON line (``OPERATOR FIGURES {...}``):
+apply → children latency, 200 WoodpeckerLogs reconciled and garbage-collected
+(wall time, objects/s next to MinIO's raw batch-delete rate in the same run),
+operator RSS.
 
-Slow (a minute or two); run with ``-m slow`` or by path."""
+A benchmark, not a test of ``make test``: the file name does not match
+``test_*.py``, so ``pytest tests`` never collects it; ``make bench-operator``
+runs it by path (pytest collects a file named on its command line).  It still
+checks that the figures are real: every log collected, and the objects the
+operator reports as reclaimed are exactly the objects gone from MinIO."""
 from __future__ import annotations
 
 import asyncio
@@ -47,6 +52,10 @@ def test_operator_figures(k8s_cluster: Any, api, ns, etcd, minio, tmp_path) -> N
          "--metrics-port", "0", "--liveness", "", "--tick-seconds", "2", "--resync-seconds", "300"],
         stdout=open(tmp_path / "operator.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     figures: dict[str, Any] = {}
+
+    def listing(prefix: str) -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for p in pages for o in p.get("Contents", [])]
     try:
         def wpc(name: str, mode: str) -> dict:
             spec: dict[str, Any] = {"mode": mode, "etcd": {"endpoints": [etcd.endpoint], "rootPath": f"{ns}-{name}"},
@@ -94,6 +103,7 @@ def test_operator_figures(k8s_cluster: Any, api, ns, etcd, minio, tmp_path) -> N
         ids = asyncio.run(write_all())
         figures["write_200_logs_s"] = round(time.monotonic() - t0, 2)
 
+        keys_before = set(listing("emb/"))
         t0 = time.monotonic()
         for name, mids in ids.items():
             api.call("POST", cr_path("woodpeckerlogs", ns), {
@@ -106,12 +116,14 @@ def test_operator_figures(k8s_cluster: Any, api, ns, etcd, minio, tmp_path) -> N
                     and o["status"].get("segmentsAwaitingGc") == 0]
             return sum(o["status"]["reclaimedObjects"] for o in done) if len(done) == N_LOGS else None
 
-        objects = wait_for("200 logs reconciled and collected", all_collected, timeout=600, interval=1)
+        objects = wait_for(f"{N_LOGS} logs reconciled and collected", all_collected, timeout=600, interval=1)
         wall = time.monotonic() - t0
         figures["logs_reconciled_and_gc_wall_s"] = round(wall, 2)
         figures["gc_objects"] = objects
         figures["gc_end_to_end_objects_per_s"] = round(objects / wall, 1)
         figures["operator_rss_mib"] = round(rss_mib(proc.pid), 1)
+        deleted = keys_before - set(listing("emb/"))
+        assert objects == len(deleted), f"reported {objects} objects reclaimed, {len(deleted)} gone from MinIO"
 
         # raw limit in the same run: MinIO batch delete of as many objects
         keys = [f"raw/{i}" for i in range(objects)]
@@ -133,5 +145,7 @@ def test_operator_figures(k8s_cluster: Any, api, ns, etcd, minio, tmp_path) -> N
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
-    print("\nOPERATOR FIGURES " + json.dumps(figures, sort_keys=True))
-    assert figures["logs_reconciled_and_gc_wall_s"] > 0
+    print("\nOPERATOR FIGURES " + json.dumps(figures, sort_keys=True), flush=True)
+    if os.environ.get("PICCHIO_BENCH_JSON"):  # make bench-operator prints this file
+        with open(os.environ["PICCHIO_BENCH_JSON"], "w") as f:
+            json.dump(figures, f, sort_keys=True)
