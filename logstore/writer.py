@@ -55,8 +55,9 @@ class _Batch:
     seq: int = field(default_factory=lambda: next(_BATCH_SEQ))  # call order: re-sends keep it
 
     def expired(self, now: float, budget: float, attempt_time: float) -> bool:
-        """True when one more attempt could not finish within the append deadline."""
-        return now + attempt_time > self.started + budget
+        """True when one more attempt could not finish within the append deadline
+        (with a tenth of an attempt to spare for the bookkeeping around it)."""
+        return now + 1.1 * attempt_time > self.started + budget
 
 
 @dataclass
@@ -302,7 +303,20 @@ class LogWriter:
                         self._fail_pending(e)
                         await self._pause_after_failure()
                     continue
-                seg = await self._maybe_roll(seg)
+                try:
+                    seg = await self._maybe_roll(seg)
+                except (WriterFencedError, LogNotFoundError):
+                    raise
+                except LogstoreError as e:
+                    # the roll stopped half-way (etcd hung, no quorum for a new ensemble):
+                    # these appends fail now, typed; the broken path finishes the roll on
+                    # the next append — the writer itself stays usable
+                    seg.broken = True
+                    self._put_back(batch)
+                    batch = None
+                    self._fail_pending(e)
+                    await self._pause_after_failure()
+                    continue
                 if seg.broken:  # a block in flight failed while the roll drained: re-send in call order
                     self._put_back(batch)
                     batch = None

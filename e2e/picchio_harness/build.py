@@ -1,5 +1,5 @@
 """Build the real components the tests run (Kubernetes control plane, kubectl,
-etcd 3.6, kwok, MinIO) from their Go modules, into a version-keyed cache.
+etcd 3.6, kwok, MinIO, toxiproxy) from their Go modules, into a version-keyed cache.
 
 Why from Go modules: this workplace reaches the Go module proxy but no
 release downloads or container registries, and Debian's builds are too old
@@ -95,6 +95,10 @@ def _kwok_ldflags(v: dict[str, str]) -> list[str]:
     return [f"-X sigs.k8s.io/kwok/pkg/consts.Version={v['KWOK_VERSION']}"]
 
 
+def _toxiproxy_ldflags(v: dict[str, str]) -> list[str]:
+    return [f"-X github.com/Shopify/toxiproxy/v2.Version={v['TOXIPROXY_VERSION']}"]
+
+
 @dataclass(frozen=True)
 class Component:
     name: str                 # binary prefix in the cache: <name>-<version>
@@ -147,6 +151,9 @@ COMPONENTS: list[Component] = [
     Component("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
     Component("kwok", "kwok", "sigs.k8s.io/kwok", "sigs.k8s.io/kwok/cmd/kwok", "KWOK_VERSION", _kwok_ldflags),
     Component("minio", "minio", "github.com/minio/minio", "github.com/minio/minio", "MINIO_VERSION", _minio_ldflags),
+    # toxiproxy-server: the fault-injection suite's userspace proxy (tests/faults/).
+    Component("toxiproxy", "toxiproxy", "github.com/Shopify/toxiproxy/v2", "github.com/Shopify/toxiproxy/v2/cmd/server",
+              "TOXIPROXY_VERSION", _toxiproxy_ldflags),
     _k8s("kube-apiserver"),
     _k8s("kube-controller-manager"),
     _k8s("kube-scheduler"),

@@ -36,9 +36,7 @@ class LogStoreProc:
     def start(self, timeout: float = 30.0) -> "LogStoreProc":
         ready = self.data_dir.parent / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
-        env = {"PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"}
-        self.proc = Proc(self.name, [sys.executable, "-m", "logstore.server.main", "serve", "--config",
-                                     str(self.config_path), "--ready-file", str(ready)], self.log_path, env=env).start()
+        self.proc = Proc(self.name, logstore_argv(self.config_path, ready), self.log_path, env=logstore_env()).start()
         self.proc.wait_ready(ready.exists, timeout=timeout)
         return self
 
@@ -82,6 +80,16 @@ class LogStoreProc:
 
     def alive(self) -> bool:
         return bool(self.proc and self.proc.alive())
+
+
+def logstore_argv(config_path: Path, ready_file: Path | None = None) -> list[str]:
+    """The command line of one LogStore server (this interpreter, this checkout)."""
+    argv = [sys.executable, "-m", "logstore.server.main", "serve", "--config", str(config_path)]
+    return argv + (["--ready-file", str(ready_file)] if ready_file else [])
+
+
+def logstore_env() -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"}
 
 
 def logstore_config(base: dict[str, Any], data_dir: Path, port: int, http_port: int, zone: str = "") -> dict:

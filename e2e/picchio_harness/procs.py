@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,23 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, inter
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+_HANDED_OUT: set[int] = set()
+_PORT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (closed again at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port the kernel just handed out on 127.0.0.1 (closed again at once),
+    never one this process handed out before: two components started in one
+    test must not be given the same port (the kernel may reuse a closed one)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with _PORT_LOCK:
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    raise RuntimeError(f"no fresh port after 1000 tries ({len(_HANDED_OUT)} handed out by this process)")
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:

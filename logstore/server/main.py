@@ -8,18 +8,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
 import grpc
 
 from ..config import Config
-from ..errors import LogstoreError, StorageError
+from ..errors import ConfigError, LogstoreError, MetadataError, StorageError
 from ..meta import MetaStore
 from .http import serve_http
-from .identity import load_or_create
+from .identity import load_or_create, lock_data_dir
 from .membership import Registration
 from .metrics import Metrics
 from .service import LogStoreService, generic_handler
@@ -30,12 +32,34 @@ log = logging.getLogger("picchio.logstore")
 def server_credentials(cfg: Config) -> grpc.ServerCredentials | None:
     if not cfg["woodpecker.logstore.tls.enabled"]:
         return None
-    key = Path(cfg["woodpecker.logstore.tls.keyFile"]).read_bytes()
-    cert = Path(cfg["woodpecker.logstore.tls.certFile"]).read_bytes()
-    ca = Path(cfg["woodpecker.logstore.tls.caFile"]).read_bytes() if cfg["woodpecker.logstore.tls.caFile"] else None
+
+    def read(key: str) -> bytes:
+        try:
+            return Path(cfg[key]).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{key}: cannot read {cfg[key]!r}: {e.strerror or e}") from None
+
+    key = read("woodpecker.logstore.tls.keyFile")
+    cert = read("woodpecker.logstore.tls.certFile")
+    ca = read("woodpecker.logstore.tls.caFile") if cfg["woodpecker.logstore.tls.caFile"] else None
     need = cfg["woodpecker.logstore.tls.requireClientCert"]
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca if need else None,
-                                       require_client_auth=bool(need))
+    # gRPC only says "failed to bind" about unusable PEM: check it here, with a message that names it
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cfg["woodpecker.logstore.tls.certFile"], cfg["woodpecker.logstore.tls.keyFile"])
+    except (ssl.SSLError, ValueError) as e:
+        raise ConfigError(f"woodpecker.logstore.tls.certFile/keyFile: not a usable PEM certificate and matching "
+                          f"key: {e}") from None
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cfg["woodpecker.logstore.tls.caFile"])
+        except (ssl.SSLError, ValueError) as e:
+            raise ConfigError(f"woodpecker.logstore.tls.caFile: not a usable PEM certificate: {e}") from None
+    try:
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca if need else None,
+                                           require_client_auth=bool(need))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"woodpecker.logstore.tls: unusable certificate or key: {e}") from None
 
 
 def advertised(cfg: Config, port: int) -> str:
@@ -48,59 +72,129 @@ def advertised(cfg: Config, port: int) -> str:
     return f"{host}:{port}"
 
 
+def check_port_free(host: str, port: int, key: str) -> None:
+    """Bind ``host:port`` once without SO_REUSEPORT and let go: a port another
+    process holds (a second LogStore on the same port, anything else) fails
+    here with a one-line error.  gRPC binds without SO_REUSEPORT too
+    (``grpc.so_reuseport`` 0), so a race past this check still fails."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"{key}: cannot resolve host {host!r}: {e.strerror or e}") from None
+    family, type_, proto, _, addr = infos[0]
+    with socket.socket(family, type_, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and asyncio do: TIME_WAIT is no owner
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise ConfigError(f"{key}: cannot listen on {host}:{port}: {e.strerror or e}"
+                              " (another LogStore or process holds it?)") from None
+
+
+GRPC_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+                # without this gRPC binds with SO_REUSEPORT and a second LogStore on the same port starts,
+                # shares the traffic and registers under the same node id
+                ("grpc.so_reuseport", 0)]
+
+
 async def serve(cfg: Config, ready_file: str | None = None) -> None:
+    """Every startup failure (port in use, unreadable TLS files, data dir not
+    writable, etcd unreachable) raises a LogstoreError with one line of text,
+    within etcd.requestTimeout + registrationTTL, and leaves nothing behind."""
     metrics = Metrics()
     svc = LogStoreService(cfg, metrics)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20),
-                                      ("grpc.max_send_message_length", 256 << 20)])
-    server.add_generic_rpc_handlers((generic_handler(svc),))
-    bind = f"{cfg['woodpecker.logstore.host']}:{cfg['woodpecker.logstore.port']}"
+    host, gport, hport = (cfg["woodpecker.logstore.host"], cfg["woodpecker.logstore.port"],
+                          cfg["woodpecker.logstore.httpPort"])
     creds = server_credentials(cfg)
-    port = server.add_secure_port(bind, creds) if creds else server.add_insecure_port(bind)
-    endpoint = advertised(cfg, port)
-    node_id = cfg["woodpecker.logstore.nodeId"] or endpoint.replace(":", "-")
-    # the data dir's identity is durable before anything is served under it
+    check_port_free(host, gport, "woodpecker.logstore.port")
+    if hport:
+        check_port_free(host, hport, "woodpecker.logstore.httpPort")
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server.add_generic_rpc_handlers((generic_handler(svc),))
+    http = meta = reg = None
+    lock_fd = -1
+    started = False
     try:
-        svc.instance = await asyncio.to_thread(load_or_create, svc.root, node_id)
-    except OSError as e:
-        raise StorageError(f"cannot record this LogStore's identity in woodpecker.storage.rootPath "
-                           f"{str(svc.root)!r}: {e}") from None
-    await server.start()
-    meta = MetaStore(cfg)
-    await meta.connect()
-    svc.meta = meta
-    reg = Registration(meta, node_id, {"nodeId": node_id, "endpoint": endpoint, "instance": svc.instance,
-                                       "zone": cfg["woodpecker.logstore.zone"], "tls": creds is not None},
-                       cfg["woodpecker.logstore.registrationTTL"])
-    await reg.start()
+        bind = f"{host}:{gport}"
+        try:
+            port = server.add_secure_port(bind, creds) if creds else server.add_insecure_port(bind)
+        except RuntimeError:
+            raise ConfigError(f"woodpecker.logstore.port: cannot listen on {bind} (in use, or TLS material "
+                              "gRPC refuses?)") from None
+        endpoint = advertised(cfg, port)
+        node_id = cfg["woodpecker.logstore.nodeId"] or endpoint.replace(":", "-")
+        # one LogStore per data dir, and its identity is durable before anything is served under it
+        try:
+            lock_fd = lock_data_dir(svc.root)
+        except BlockingIOError as e:
+            raise StorageError(f"woodpecker.storage.rootPath {str(svc.root)!r}: {e}") from None
+        except OSError as e:
+            raise StorageError(f"cannot use woodpecker.storage.rootPath {str(svc.root)!r}: {e.strerror or e}") from None
+        try:
+            svc.instance = await asyncio.to_thread(load_or_create, svc.root, node_id)
+        except OSError as e:
+            raise StorageError(f"cannot record this LogStore's identity in woodpecker.storage.rootPath "
+                               f"{str(svc.root)!r}: {e.strerror or e}") from None
 
-    def ready() -> tuple[bool, str]:
-        if not reg.registered:
-            return False, "not registered in etcd"
-        u = svc.disk_usage()
-        if u >= svc.hard:
-            return False, f"disk above hard limit ({u:.0%})"
-        return True, "ready"
+        def ready() -> tuple[bool, str]:
+            if reg is None or not reg.registered:
+                return False, "not registered in etcd"
+            u = svc.usage_ratio()
+            if u >= svc.hard:
+                return False, f"disk above hard limit ({u:.0%})"
+            return True, "ready"
 
-    http = await serve_http(cfg["woodpecker.logstore.host"], cfg["woodpecker.logstore.httpPort"], ready,
-                            metrics.render) if cfg["woodpecker.logstore.httpPort"] else None
-    http_port = http.sockets[0].getsockname()[1] if http else 0
-    log.info("logstore %s (instance %s) serving gRPC on %s (%s), http on %s", node_id, svc.instance, endpoint,
-             "tls" if creds else "plaintext", http_port)
-    if ready_file:
-        Path(ready_file).write_text(f"{endpoint} {http_port}\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await reg.stop()
-    await server.stop(grace=5)
-    if http:
-        http.close()
-    await svc.close()
-    await meta.close()
+        def render() -> str:
+            svc.usage_ratio()  # the gauge as of this scrape, not of the last append
+            return metrics.render()
+
+        if hport:
+            try:
+                http = await serve_http(host, hport, ready, render)
+            except OSError as e:
+                raise ConfigError(f"woodpecker.logstore.httpPort: cannot listen on {host}:{hport}: "
+                                  f"{e.strerror or e}") from None
+        http_port = http.sockets[0].getsockname()[1] if http else 0
+        await server.start()
+        started = True
+        meta = MetaStore(cfg)
+        bound = cfg["etcd.requestTimeout"] + cfg["woodpecker.logstore.registrationTTL"]
+        try:
+            await asyncio.wait_for(meta.connect(), bound)
+            svc.meta = meta
+            reg = Registration(meta, node_id, {"nodeId": node_id, "endpoint": endpoint, "instance": svc.instance,
+                                               "zone": cfg["woodpecker.logstore.zone"], "tls": creds is not None},
+                               cfg["woodpecker.logstore.registrationTTL"])
+            await asyncio.wait_for(reg.start(), bound)
+        except asyncio.TimeoutError:
+            raise MetadataError(f"cannot register in etcd ({', '.join(cfg['etcd.endpoints'])}) within "
+                                f"{bound:g}s") from None
+        except LogstoreError:
+            raise
+        except Exception as e:  # noqa: BLE001 - aetcd/grpc errors: one line, not a traceback
+            raise MetadataError(f"cannot register in etcd ({', '.join(cfg['etcd.endpoints'])}): "
+                                f"{type(e).__name__}: {e}") from None
+        log.info("logstore %s (instance %s) serving gRPC on %s (%s), http on %s", node_id, svc.instance, endpoint,
+                 "tls" if creds else "plaintext", http_port)
+        if ready_file:
+            Path(ready_file).write_text(f"{endpoint} {http_port}\n")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if reg is not None:
+            await reg.stop()
+        await server.stop(grace=5 if started else None)
+        if http:
+            http.close()
+        await svc.close()
+        if meta is not None:
+            await meta.close()
+        if lock_fd >= 0:
+            os.close(lock_fd)
 
 
 def main(argv: list[str]) -> int:
@@ -116,22 +210,29 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         cfg = (Config.from_yaml(args.config) if args.config else Config()).with_env()
+        advertise = args.advertise_address or os.environ.get("PICCHIO_ADVERTISE_ADDRESS")
+        flags = {"woodpecker.logstore.advertiseAddress": advertise, "woodpecker.logstore.nodeId": args.node_id,
+                 "woodpecker.logstore.zone": args.zone}
+        cfg = cfg.with_values({k: v for k, v in flags.items() if v})
     except LogstoreError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
-    import os
-    advertise = args.advertise_address or os.environ.get("PICCHIO_ADVERTISE_ADDRESS")
-    flags = {"woodpecker.logstore.advertiseAddress": advertise, "woodpecker.logstore.nodeId": args.node_id,
-             "woodpecker.logstore.zone": args.zone}
-    cfg = cfg.with_values({k: v for k, v in flags.items() if v})
     try:
         asyncio.run(serve(cfg, args.ready_file))
     except KeyboardInterrupt:
         pass
     except LogstoreError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a LogStore exits with one line, never a traceback
+        log.debug("unexpected failure", exc_info=True)
+        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -49,6 +49,13 @@ class LogStoreService:
         self._objects: dict[tuple[str, str], Any] = {}
         self.max_bytes = config["woodpecker.logstore.disk.maxBytes"]
         self.soft, self.hard = config["woodpecker.logstore.disk.softLimit"], config["woodpecker.logstore.disk.hardLimit"]
+        # bytes of appends accepted by the watermark check and not yet answered: waiting for a gap to
+        # fill, queued for the next block or being written.  They count against the limits, or a replica
+        # that lags (or receives a burst) accepts them all at one reading and jumps past the hard limit.
+        self.accepted = 0
+        # staged bytes of segments on disk that no request has opened since this process started:
+        # they count against the budget as soon as the LogStore starts, not once a request touches them
+        self._on_disk: dict[Path, int] = self._scan_staged() if self.max_bytes else {}
 
     # -- segments ------------------------------------------------------------------------
     def _dir(self, k: _Key) -> Path:
@@ -58,8 +65,24 @@ class LogStoreService:
     def segment(self, k: _Key) -> StagedSegment:
         s = self.segments.get(k)
         if s is None:
-            s = self.segments[k] = StagedSegment.open(self._dir(k), k[2], k[3], self.sync_wait)
+            d = self._dir(k)
+            s = self.segments[k] = StagedSegment.open(d, k[2], k[3], self.sync_wait)
+            self._on_disk.pop(d, None)  # counted through the segment from now on
         return s
+
+    def _scan_staged(self) -> dict[Path, int]:
+        out: dict[Path, int] = {}
+        for dirpath, _, names in os.walk(self.root):
+            if "data.log" in names and "data.compacted" not in names:
+                try:
+                    out[Path(dirpath)] = os.stat(os.path.join(dirpath, "data.log")).st_size
+                except OSError:
+                    pass
+        return out
+
+    def _forget(self, removed: Path) -> None:
+        for d in [d for d in self._on_disk if d == removed or removed in d.parents]:
+            del self._on_disk[d]
 
     def known(self, k: _Key) -> bool:
         return k in self.segments or self._dir(k).exists()
@@ -69,20 +92,48 @@ class LogStoreService:
         """Fraction of the staging budget in use: our staged bytes over
         disk.maxBytes when a budget is set, else the file system's fill level."""
         if self.max_bytes:
-            return sum(s.bytes for s in self.segments.values() if not s.compacted) / self.max_bytes
+            staged = sum(s.bytes for s in self.segments.values() if not s.compacted) + sum(self._on_disk.values())
+            return staged / self.max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         st = os.statvfs(self.root)
         used, avail = st.f_blocks - st.f_bfree, st.f_bavail  # as df computes Use%: root's reserve excluded
         return used / (used + avail) if used + avail else 0.0
 
-    def _check_disk(self) -> None:
-        u = self.disk_usage()
+    def usage_ratio(self) -> float:
+        """What the ``picchio_logstore_disk_usage_ratio`` gauge shows: written
+        plus accepted-but-unwritten bytes, read now (scrapes, probes, appends)."""
+        u = self.disk_usage() + self._ratio(self.accepted)
         self.metrics.set("picchio_logstore_disk_usage_ratio", u)
+        self.metrics.set("picchio_logstore_disk_accepted_bytes", self.accepted)
+        return u
+
+    def _ratio(self, nbytes: int) -> float:
+        """``nbytes`` as a fraction of the staging budget (or of the file system)."""
+        if not nbytes:
+            return 0.0
+        if self.max_bytes:
+            return nbytes / self.max_bytes
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return 0.0
+        total = (st.f_blocks - st.f_bfree + st.f_bavail) * st.f_frsize
+        return nbytes / total if total else 0.0
+
+    def _check_disk(self, incoming: int) -> None:
+        """Refuse an append of ``incoming`` bytes when what is written plus what
+        is already accepted is above the soft limit (retriable push-back), or
+        when accepting it would carry this LogStore past the hard limit."""
+        u = self.usage_ratio()
+        after = u + self._ratio(incoming)
         if u >= self.hard:
             raise StagedError(Code.DISK_FULL, f"disk above the hard limit ({u:.0%} ≥ {self.hard:.0%}): writes refused")
         if u >= self.soft:
             raise StagedError(Code.DISK_SOFT_LIMIT, f"disk above the soft limit ({u:.0%} ≥ {self.soft:.0%}): "
                               "retry later or elsewhere", retriable=True)
+        if after > self.hard:
+            raise StagedError(Code.DISK_FULL, f"this append would pass the disk's hard limit ({u:.0%} in use or "
+                              f"accepted, {after:.0%} after it > {self.hard:.0%}): write refused")
 
     # -- RPCs ------------------------------------------------------------------------------------
     async def AddEntries(self, req) -> AsyncIterator[AddEntriesResponse]:
@@ -93,9 +144,14 @@ class LogStoreService:
             seg_id = req.entries[0].segId
             if any(e.segId != seg_id for e in req.entries) or ids != list(range(ids[0], ids[0] + len(ids))):
                 raise StagedError(Code.INVALID, "entries must be contiguous and of one segment")
-            self._check_disk()
-            s = self.segment((req.bucket_name, req.root_path, req.log_id, seg_id))
-            await s.append(ids[0], [e.values for e in req.entries])
+            incoming = sum(len(e.values) for e in req.entries)
+            self._check_disk(incoming)
+            self.accepted += incoming  # until answered (then it is in the segment's bytes, or refused)
+            try:
+                s = self.segment((req.bucket_name, req.root_path, req.log_id, seg_id))
+                await s.append(ids[0], [e.values for e in req.entries])
+            finally:
+                self.accepted -= incoming
             self.metrics.inc("picchio_logstore_entries_total", len(ids))
             self.metrics.inc("picchio_logstore_bytes_total", sum(len(e.values) for e in req.entries))
             yield AddEntriesResponse(_ok(), ids, AddEntryState.SYNCED)
@@ -182,12 +238,14 @@ class LogStoreService:
             await s.drain()
             s.close()
         await asyncio.to_thread(shutil.rmtree, self._dir(k), True)
+        self._forget(self._dir(k))
         return StatusOnly(_ok())
 
     async def MarkLogDeleted(self, req) -> StatusOnly:
         for k in [k for k in self.segments if k[:3] == (req.bucket_name, req.root_path, req.log_id)]:
             self.segments.pop(k).close()
         await asyncio.to_thread(shutil.rmtree, self.root / req.bucket_name / req.root_path / str(req.log_id), True)
+        self._forget(self.root / req.bucket_name / req.root_path / str(req.log_id))
         return StatusOnly(_ok())
 
     # -- the rest of Woodpecker's service --------------------------------------------------------
@@ -218,6 +276,7 @@ class LogStoreService:
         for k in [k for k in self.segments if k[:2] == (req.bucket_name, req.root_path)]:
             self.segments.pop(k).close()
         await asyncio.to_thread(shutil.rmtree, self.root / req.bucket_name / req.root_path, True)
+        self._forget(self.root / req.bucket_name / req.root_path)
         return StatusOnly(_ok())
 
     async def SelectNodes(self, req) -> SelectNodesResponse:

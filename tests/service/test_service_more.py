@@ -103,13 +103,16 @@ def _entries(s) -> float:
 
 
 async def test_disk_soft_and_hard_limits(service_cluster):
-    """A 200 kB staging budget, soft limit 50 %, hard limit 80 %.  Watermarks are
-    checked before an append is accepted, so one append can carry a LogStore
-    from below the soft limit past the hard one: then it is not ready
-    (/readyz 503) and refuses appends (StorageFullError naming the hard limit),
-    without crashing.  Deleting the log frees the space: ready again.  Then the
+    """A 200 kB staging budget, soft limit 50 %, hard limit 80 %.  Watermarks
+    count what a LogStore has written, what it has accepted and not yet written,
+    and the incoming append: at 45 % an append of another 45 % is refused
+    (StorageFullError naming the hard limit) rather than carrying the LogStores
+    from below the soft limit past the hard one.  A LogStore restarted with a
+    smaller budget that its staged data already exceeds is not ready (/readyz
+    503) but alive; deleting the log frees the space: ready again.  Then the
     soft limit: appends are refused (retriable push-back) while the LogStore
     stays ready.  What was acknowledged before any push-back is intact."""
+    import yaml
     budget, soft, hard = 200_000, 0.5, 0.8
     sc = service_cluster(logstore_overrides={"woodpecker.logstore.disk.maxBytes": budget,
                                              "woodpecker.logstore.disk.softLimit": soft,
@@ -120,28 +123,39 @@ async def test_disk_soft_and_hard_limits(service_cluster):
     for s in sc.logstores:
         assert _http(s.http_port, "/readyz")[0] == 200
     async with logstore.Client(sc.config) as c:
-        # -- the hard limit: 0.45 of the budget, then 0.45 more (accepted: the check sees 45 % < 50 %)
+        # -- the hard limit: 0.45 of the budget, then 0.45 more would pass it: refused
         log = await c.create_log("hard")
         w = await log.open_writer()
         first = await w.append(os.urandom(90_000))
-        second = await w.append(os.urandom(90_000))
-        for s in sc.logstores:  # (the third replica may sync the entry just after the ack)
+        with pytest.raises(logstore.StorageFullError) as e:
+            await w.append(os.urandom(90_000))
+        assert "hard limit" in str(e.value), e.value
+        for s in sc.logstores:
+            assert _http(s.http_port, "/readyz")[0] == 200, "refused before the limit: still ready"
+        assert all(s.alive() for s in sc.logstores), "a full disk never crashes a LogStore"
+        await w.close()
+        r = await (await c.open_log("hard")).open_reader(EARLIEST)
+        assert (await r.read_next(timeout=5)).id == first
+        await r.close()
+        # -- above the hard limit (restarted with half the budget: 90 %): alive, not ready
+        for s in sc.logstores:
+            cfg = yaml.safe_load(s.config_path.read_text())
+            s.config_path.write_text(yaml.safe_dump({**cfg, "woodpecker.logstore.disk.maxBytes": budget // 2}))
+            s.stop()
+            s.start()
             body = await _poll(lambda s=s: (lambda st, b: st == 503 and b)(*_http(s.http_port, "/readyz")),
                                f"{s.name} to be not ready above the hard limit")
             assert "hard limit" in body, (s.name, body)
             assert _http(s.http_port, "/healthz") == (200, "ok\n"), "above the hard limit: alive, not ready"
-        with pytest.raises(logstore.StorageFullError) as e:
-            await w.append(b"one byte too many")
-        assert "hard limit" in str(e.value), e.value
-        assert all(s.alive() for s in sc.logstores), "a full disk never crashes a LogStore"
-        await w.close()
-        r = await (await c.open_log("hard")).open_reader(EARLIEST)
-        assert [(await r.read_next(timeout=5)).id for _ in range(2)] == [first, second]
-        await r.close()
         # -- space frees: the log is deleted, its staged bytes dropped
         await c.delete_log("hard")
         for s in sc.logstores:
             await _poll(lambda s=s: _http(s.http_port, "/readyz")[0] == 200, f"{s.name} ready again")
+        for s in sc.logstores:  # back to the full budget for the soft limit
+            cfg = yaml.safe_load(s.config_path.read_text())
+            s.config_path.write_text(yaml.safe_dump({**cfg, "woodpecker.logstore.disk.maxBytes": budget}))
+            s.stop()
+            s.start()
         # -- the soft limit: 0.3, 0.6 (accepted from 30 %), then refused — still ready
         log = await c.create_log("soft")
         w = await log.open_writer()
