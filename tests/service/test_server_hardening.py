@@ -9,8 +9,6 @@ import asyncio
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from logstore.storage.service import Node, NodeError
 from picchio_harness.logstores import (LogStoreProc, logstore_argv, logstore_config, logstore_env, start_logstores,
                                        wait_registered)
 from picchio_harness.procs import free_port
+from svcutil import http_get  # noqa: E402
 
 BUDGET, SOFT, HARD = 200_000, 0.5, 0.8
 EXIT_BOUND = 30.0  # a LogStore that cannot start says so and exits within this (etcd.requestTimeout 2s here)
@@ -45,16 +44,8 @@ def logstores(make_config, tmp_path):
         s.stop()
 
 
-def _http(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def _gauge(port: int, name: str, missing: float | None = None) -> float | None:
-    for ln in _http(port, "/metrics")[1].splitlines():
+    for ln in http_get(port, "/metrics")[1].splitlines():
         if ln.startswith(name + " "):
             return float(ln.split()[1])
     return missing
@@ -141,7 +132,7 @@ async def test_second_logstore_on_a_taken_port_refuses_to_start(logstores, tmp_p
     nodes = await _registered(base)
     assert [n["endpoint"] for n in nodes] == [first.endpoint], nodes
     assert [n["instance"] for n in nodes] == [first.instance()], "the registration is the first LogStore's"
-    assert _http(first.http_port, "/readyz")[0] == 200
+    assert http_get(first.http_port, "/readyz")[0] == 200
 
 
 async def test_second_logstore_on_the_same_data_dir_refuses_to_start(logstores, tmp_path):
@@ -158,8 +149,8 @@ async def test_second_logstore_on_the_same_data_dir_refuses_to_start(logstores, 
     # the lock dies with its holder: after a SIGKILL the same dir starts again at once
     first.kill()
     first.start()
-    assert _http(first.http_port, "/readyz")[0] == 200 or await _poll(
-        lambda: _http(first.http_port, "/readyz")[0] == 200, "the restarted LogStore to be ready")
+    assert http_get(first.http_port, "/readyz")[0] == 200 or await _poll(
+        lambda: http_get(first.http_port, "/readyz")[0] == 200, "the restarted LogStore to be ready")
 
 
 # -- 2. the disk check counts what is accepted, not only what is written -------------------------
@@ -183,7 +174,7 @@ async def test_an_append_that_would_pass_the_hard_limit_is_refused(logstores):
         assert e.value.code == Code.DISK_FULL and "hard limit" in str(e.value), e.value
         u = await asyncio.to_thread(_gauge, ls.http_port, "picchio_logstore_disk_usage_ratio")
         assert u is not None and 0.44 <= u < SOFT, u
-        assert _http(ls.http_port, "/readyz")[0] == 200
+        assert http_get(ls.http_port, "/readyz")[0] == 200
         # what fits is still accepted (20 % more: 65 % < 80 %)
         await node.call("AddEntries", AddEntriesRequest("b", "r", 1, [LogEntry(0, 1, b"c" * 40_000)]), 10)
     finally:
@@ -223,13 +214,13 @@ async def test_a_burst_of_queued_appends_cannot_jump_past_the_hard_limit(logstor
         assert rest == [Code.OUT_OF_ORDER, Code.OUT_OF_ORDER], rest  # entry 0 never came
         u = await asyncio.to_thread(_gauge, ls.http_port, "picchio_logstore_disk_usage_ratio")
         assert u is not None and u < 0.01, f"nothing was written, nothing is accepted any more: {u}"
-        assert _http(ls.http_port, "/readyz")[0] == 200
+        assert http_get(ls.http_port, "/readyz")[0] == 200
         # written + queued: three appends in order are checked against what is already accepted too
         results = await asyncio.gather(*(add(i) for i in range(3)))
         assert results.count("ok") <= 2 and (Code.DISK_SOFT_LIMIT in results or Code.DISK_FULL in results), results
         u = await asyncio.to_thread(_gauge, ls.http_port, "picchio_logstore_disk_usage_ratio")
         assert u is not None and u < HARD, u
-        assert _http(ls.http_port, "/readyz")[0] == 200
+        assert http_get(ls.http_port, "/readyz")[0] == 200
     finally:
         await node.channel.close()
 
@@ -280,7 +271,7 @@ async def test_disk_usage_gauge_follows_freed_space_without_appends(logstores):
         await _poll(lambda: _gauge(ls.http_port, "picchio_logstore_disk_usage_ratio", 1.0) < 0.01,
                     "the gauge to drop after the staged bytes were freed", 10)
         # a readiness probe refreshes it as well
-        assert _http(ls.http_port, "/readyz")[0] == 200
+        assert http_get(ls.http_port, "/readyz")[0] == 200
         assert _gauge(ls.http_port, "picchio_logstore_disk_usage_ratio", 1.0) < 0.01
     finally:
         await node.channel.close()

@@ -24,25 +24,11 @@ from logstore.storage.service import NodeError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ack_writer import payload, seq_of  # noqa: E402
+from svcutil import until  # noqa: E402
 
 T = 1.0  # woodpecker.client.quorum.requestTimeout in these tests
 QUICK = {"woodpecker.client.quorum.requestTimeout": f"{T:g}s"}
 WRITER = Path(__file__).parent / "ack_writer.py"
-
-
-async def until(cond, what: str, timeout: float = 30.0, interval: float = 0.02):
-    """Poll ``cond`` (sync or async) until truthy, with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = cond()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def read_acks(path: Path) -> tuple[list[tuple[int, str]], list[str]]:

@@ -4,8 +4,6 @@ import os
 import random
 import sys
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from picchio_harness.pki import CertificateAuthority
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 from crashcheck import check_exactly_once, read_back, run_cycle  # noqa: E402
+from svcutil import http_get  # noqa: E402
 
 
 async def test_fenced_old_writer(service_cluster):
@@ -97,7 +96,7 @@ async def _poll(cond, what: str, timeout: float = 15.0):
 
 
 def _entries(s) -> float:
-    text = _http(s.http_port, "/metrics")[1]
+    text = http_get(s.http_port, "/metrics")[1]
     line = [ln for ln in text.splitlines() if ln.startswith("picchio_logstore_entries_total ")]
     return float(line[0].split()[1]) if line else 0.0
 
@@ -121,7 +120,7 @@ async def test_disk_soft_and_hard_limits(service_cluster):
                             "woodpecker.logstore.segmentSyncPolicy.maxFlushRetries": 2,
                             "woodpecker.logstore.segmentSyncPolicy.retryInterval": "50ms"})
     for s in sc.logstores:
-        assert _http(s.http_port, "/readyz")[0] == 200
+        assert http_get(s.http_port, "/readyz")[0] == 200
     async with logstore.Client(sc.config) as c:
         # -- the hard limit: 0.45 of the budget, then 0.45 more would pass it: refused
         log = await c.create_log("hard")
@@ -131,7 +130,7 @@ async def test_disk_soft_and_hard_limits(service_cluster):
             await w.append(os.urandom(90_000))
         assert "hard limit" in str(e.value), e.value
         for s in sc.logstores:
-            assert _http(s.http_port, "/readyz")[0] == 200, "refused before the limit: still ready"
+            assert http_get(s.http_port, "/readyz")[0] == 200, "refused before the limit: still ready"
         assert all(s.alive() for s in sc.logstores), "a full disk never crashes a LogStore"
         await w.close()
         r = await (await c.open_log("hard")).open_reader(EARLIEST)
@@ -143,14 +142,14 @@ async def test_disk_soft_and_hard_limits(service_cluster):
             s.config_path.write_text(yaml.safe_dump({**cfg, "woodpecker.logstore.disk.maxBytes": budget // 2}))
             s.stop()
             s.start()
-            body = await _poll(lambda s=s: (lambda st, b: st == 503 and b)(*_http(s.http_port, "/readyz")),
+            body = await _poll(lambda s=s: (lambda st, b: st == 503 and b)(*http_get(s.http_port, "/readyz")),
                                f"{s.name} to be not ready above the hard limit")
             assert "hard limit" in body, (s.name, body)
-            assert _http(s.http_port, "/healthz") == (200, "ok\n"), "above the hard limit: alive, not ready"
+            assert http_get(s.http_port, "/healthz") == (200, "ok\n"), "above the hard limit: alive, not ready"
         # -- space frees: the log is deleted, its staged bytes dropped
         await c.delete_log("hard")
         for s in sc.logstores:
-            await _poll(lambda s=s: _http(s.http_port, "/readyz")[0] == 200, f"{s.name} ready again")
+            await _poll(lambda s=s: http_get(s.http_port, "/readyz")[0] == 200, f"{s.name} ready again")
         for s in sc.logstores:  # back to the full budget for the soft limit
             cfg = yaml.safe_load(s.config_path.read_text())
             s.config_path.write_text(yaml.safe_dump({**cfg, "woodpecker.logstore.disk.maxBytes": budget}))
@@ -171,20 +170,12 @@ async def test_disk_soft_and_hard_limits(service_cluster):
             await w.append(os.urandom(60_000))
         assert "soft limit" in str(e.value), e.value
         for s in sc.logstores:
-            assert _http(s.http_port, "/readyz")[0] == 200, "the soft limit pushes back but keeps the node ready"
+            assert http_get(s.http_port, "/readyz")[0] == 200, "the soft limit pushes back but keeps the node ready"
         assert all(s.alive() for s in sc.logstores)
         await w.close()
     async with logstore.Client(sc.config) as c:  # what was acknowledged before the push-back is intact
         r = await (await c.open_log("soft")).open_reader(EARLIEST)
         assert [(await r.read_next(timeout=5)).id for _ in acked] == acked
-
-
-def _http(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 async def test_health_readiness_metrics(service_cluster):
@@ -195,9 +186,9 @@ async def test_health_readiness_metrics(service_cluster):
             for i in range(5):
                 await w.append(b"x")
     s = sc.logstores[0]
-    assert _http(s.http_port, "/healthz") == (200, "ok\n")
-    assert _http(s.http_port, "/readyz")[0] == 200
-    text = _http(s.http_port, "/metrics")[1]
+    assert http_get(s.http_port, "/healthz") == (200, "ok\n")
+    assert http_get(s.http_port, "/readyz")[0] == 200
+    text = http_get(s.http_port, "/metrics")[1]
     line = [ln for ln in text.splitlines() if ln.startswith("picchio_logstore_entries_total ")]
     assert line and float(line[0].split()[1]) >= 5
     s.stop()  # graceful: deregisters at once (no waiting for the lease to expire)
@@ -210,7 +201,6 @@ async def test_health_readiness_metrics(service_cluster):
     finally:
         await m.close()
     assert s.endpoint not in nodes and len(nodes) == 2
-
 
 
 async def test_woodpecker_rpcs_select_nodes_block_count(service_cluster):

@@ -20,8 +20,6 @@ import os
 import random
 import signal
 import sys
-import urllib.error
-import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -39,39 +37,16 @@ from picchio_harness.procs import Proc, free_port
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 from crash_writer import payload  # noqa: E402
 from crashcheck import check_exactly_once, read_back, run_cycle  # noqa: E402
+from svcutil import http_get, until  # noqa: E402
 
 pytestmark = pytest.mark.cluster  # MinIO and etcd: Go-built components
 
 
 # -- helpers local to this module ---------------------------------------------------------------
-async def until(cond, what: str, timeout: float = 30.0, interval: float = 0.02):
-    """Poll ``cond`` (sync or async) with a deadline; return its truthy value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = None
-    while True:
-        got = cond()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        last = got
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        await asyncio.sleep(interval)
-
-
-def _http(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
 
 def metric(s: LogStoreProc, name: str) -> float:
     """A counter or gauge from the LogStore's /metrics (0 when not yet set)."""
-    text = _http(s.http_port, "/metrics")[1]
+    text = http_get(s.http_port, "/metrics")[1]
     vals = [float(ln.split()[1]) for ln in text.splitlines() if ln.startswith(name + " ")]
     return vals[0] if vals else 0.0
 
