@@ -170,3 +170,31 @@ async def test_object_completed_segment_missing_footer_raises(make_config):
             with pytest.raises(logstore.CorruptionError) as e:
                 await asyncio.wait_for(r.read_next(), 10)
             assert "footer" in str(e.value) and f"log={log.log_id}" in str(e.value)
+
+
+async def test_local_completed_segment_missing_its_file_raises(make_config):
+    cfg = make_config("local")
+    async with logstore.Client(cfg) as c:
+        log, _ = await _write(c, "gone")
+        _data_log(cfg, log.log_id, 0).unlink()
+        async with logstore.Client(cfg) as other:
+            r = await (await other.open_log("gone")).open_reader(EARLIEST)
+            with pytest.raises(logstore.CorruptionError) as e:
+                await asyncio.wait_for(r.read_next(), 10)
+            assert "missing" in str(e.value) and "segment=0" in str(e.value)
+
+
+@pytest.mark.cluster
+async def test_object_block_missing_in_the_middle_raises(make_config):
+    cfg = make_config("minio", **{"woodpecker.logstore.segmentCompactionPolicy.enabled": False,
+                                  "woodpecker.logstore.segmentSyncPolicy.maxFlushSize": 1})
+    async with logstore.Client(cfg) as c:
+        log, _ = await _write(c, "hole")  # one block per entry
+        await c.backend.s3.delete_many([c.backend.key(log.log_id, 0, "2.blk")])
+        async with logstore.Client(cfg) as other:
+            r = await (await other.open_log("hole")).open_reader(EARLIEST)
+            got = []
+            with pytest.raises(logstore.CorruptionError) as e:
+                for _ in range(6):
+                    got.append(await asyncio.wait_for(r.read_next(), 10))
+            assert len(got) <= 2 and "missing" in str(e.value) and "segment=0" in str(e.value)
