@@ -297,11 +297,8 @@ class LogWriter:
                         seg = await self._replace_broken(seg)
                     except (WriterFencedError, LogNotFoundError):
                         raise
-                    except LogstoreError as e:
-                        # no quorum / storage or etcd down: these appends fail now with a
-                        # typed error; the writer stays usable and the next append tries again
-                        self._fail_pending(e)
-                        await self._pause_after_failure()
+                    except LogstoreError as e:  # no quorum, storage or etcd down
+                        await self._fail_for_now(e)
                     continue
                 try:
                     seg = await self._maybe_roll(seg)
@@ -309,13 +306,11 @@ class LogWriter:
                     raise
                 except LogstoreError as e:
                     # the roll stopped half-way (etcd hung, no quorum for a new ensemble):
-                    # these appends fail now, typed; the broken path finishes the roll on
-                    # the next append — the writer itself stays usable
+                    # the broken path finishes it on the next append
                     seg.broken = True
                     self._put_back(batch)
                     batch = None
-                    self._fail_pending(e)
-                    await self._pause_after_failure()
+                    await self._fail_for_now(e)
                     continue
                 if seg.broken:  # a block in flight failed while the roll drained: re-send in call order
                     self._put_back(batch)
@@ -336,9 +331,11 @@ class LogWriter:
         finally:
             self._ack_wake.set()
 
-    async def _pause_after_failure(self) -> None:
-        """After failing the pending appends, wait for the next one (no busy loop
-        while storage is down)."""
+    async def _fail_for_now(self, error: LogstoreError) -> None:
+        """The appends waiting now fail with ``error`` (typed); the writer stays
+        usable, and the next append tries again — no busy loop while storage,
+        etcd or the quorum is down."""
+        self._fail_pending(error)
         while not (self._open or self._sealed or self._retry or self._closing or self._error):
             self._wake.clear()
             await self._wake.wait()
