@@ -32,10 +32,15 @@ def run_cycle(cfg: dict, name: str, cycle: int, rng: random.Random,
     time.sleep(rng.uniform(*crash_after))  # the random moment of the crash (not a wait for a condition)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate(timeout=30)
+    return parse_acks(out)
+
+
+def parse_acks(out: str) -> list[tuple[int, int, str]]:
+    """The ``ack SEG ENTRY DIGEST`` lines a killed writer printed (its last line may be torn by the kill)."""
     acks = []
     for ln in out.splitlines():
         parts = ln.split()
-        if len(parts) == 4 and parts[0] == "ack":  # the last line may be torn by the kill
+        if len(parts) == 4 and parts[0] == "ack":
             acks.append((int(parts[1]), int(parts[2]), parts[3]))
     return acks
 

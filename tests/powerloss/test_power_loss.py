@@ -30,7 +30,7 @@ from collections import defaultdict
 import pytest
 
 import logstore
-from crashcheck import WRITER, check_exactly_once, read_back
+from crashcheck import WRITER, check_exactly_once, parse_acks, read_back
 
 pytestmark = pytest.mark.slow
 
@@ -77,11 +77,7 @@ def power_cycle(fs, cfg: dict, name: str, cycle: int, rng: random.Random, mode: 
             how += " never came"  # (a writer that stopped syncing); the cut comes now
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate(timeout=30)
-    acks = []
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) == 4 and parts[0] == "ack":  # the last line may be torn by the kill
-            acks.append((int(parts[1]), int(parts[2]), parts[3]))
+    acks = parse_acks(out)
     dirty = fs.stats() if fs.alive() else None  # what a timed cut is about to drop
     fs.power_cut(mode, seed=cycle)
     fs.mount()
