@@ -30,7 +30,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 
@@ -291,12 +291,17 @@ class ServiceBackend(Backend):
         await self.objects.close()
 
     # -- quorum plumbing ------------------------------------------------------------
-    async def quorum_call(self, q: QuorumInfo, bad: set[str], name: str, req: Any, need: int, what: str) -> list[Any]:
+    async def quorum_call(self, q: QuorumInfo, bad: set[str], name: str, req: Any, need: int, what: str,
+                          enough: Callable[[list[Any]], bool] | None = None) -> list[Any]:
         """Send to every good node of ``q``; return once ``need`` genuine replicas
-        succeeded — within ``requestTimeout`` measured once, here: every RPC gets
-        what is left of it.  Failed, late and wrong-instance nodes join ``bad``;
-        too few left → QuorumUnavailableError (StorageFullError when the rest
-        pushed back for disk)."""
+        succeeded (and, if given, ``enough(replies)`` holds: the first ``need``
+        replies may come from the wrong replicas) — within ``requestTimeout``
+        measured once, here: every RPC gets what is left of it.  Failed, late and
+        wrong-instance nodes join ``bad``; too few left → QuorumUnavailableError
+        (StorageFullError when the rest pushed back for disk)."""
+        def satisfied(ok: list[Any]) -> bool:
+            return len(ok) >= need and (enough is None or enough(ok))
+
         targets = [n for n in q.nodes[: q.wq] if n not in bad]
         if len(targets) < need:
             raise QuorumUnavailableError(f"{what}: only {len(targets)} of {q.wq} LogStores left, need {need}")
@@ -310,7 +315,7 @@ class ServiceBackend(Backend):
         full = 0  # nodes that pushed back for lack of disk: healthy, not dropped
         pending = set(tasks)
         try:
-            while pending and len(ok) < need:
+            while pending and not satisfied(ok):
                 left = deadline - loop.time()
                 if left <= 0:
                     break
@@ -332,7 +337,7 @@ class ServiceBackend(Backend):
                 if len(ok) + len(pending) < need:
                     break
         finally:
-            if len(ok) >= need:
+            if satisfied(ok):
                 for t in pending:  # stragglers finish (or fail) by the same deadline, in the background
                     t.add_done_callback(lambda t, n=tasks[t]: self._straggler_done(t, n, bad))
             else:
@@ -348,6 +353,9 @@ class ServiceBackend(Backend):
         if len(ok) < need:
             raise QuorumUnavailableError(f"{what}: {len(ok)} of {need} LogStores answered within "
                                          f"{self.timeout:g}s ({'; '.join(errors) or 'timed out'})")
+        if not satisfied(ok):
+            raise QuorumUnavailableError(f"{what}: {len(ok)} LogStores answered within {self.timeout:g}s, "
+                                         f"none of them the one needed ({'; '.join(errors) or 'timed out'})")
         return ok
 
     def _straggler_done(self, t: asyncio.Future, endpoint: str, bad: set[str]) -> None:
@@ -427,9 +435,10 @@ class ServiceBackend(Backend):
         replies = await self.quorum_call(q, set(), "FenceSegment", req, need=need, what=what)
         lac = max(r.last_entry_id for r in replies)
         creq = CompleteSegmentRequest(self.bucket, self.root, log_id, seg_id, lac)
-        done = await self.quorum_call(q, set(), "CompleteSegment", creq, need=need, what=what)
-        if not any(r.last_entry_id >= lac for r in done):
-            raise QuorumUnavailableError(f"{what}: no replica holding every entry up to {lac} confirmed completion")
+        # wait for a replica holding every entry up to lac: the first ``need``
+        # answers may all come from replicas that lag behind it
+        await self.quorum_call(q, set(), "CompleteSegment", creq, need=need, what=what,
+                               enough=lambda done: any(r.last_entry_id >= lac for r in done))
         return Recovered([], lac, 0, False)
 
     async def compact(self, log_id: int, seg_id: int, target_bytes: int, quorum: QuorumInfo | None = None,

@@ -28,7 +28,10 @@ def run_cycle(cfg: dict, name: str, cycle: int, rng: random.Random,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert child.stdout is not None
     line = child.stdout.readline()
-    assert line.strip() == "open", f"writer did not start: {line!r} {child.stderr.read() if child.poll() is not None else ''}"
+    if line.strip() != "open":
+        child.kill()
+        _, err = child.communicate(timeout=30)
+        raise AssertionError(f"writer did not start (exit {child.returncode}): {line!r}\n{err}")
     time.sleep(rng.uniform(*crash_after))  # the random moment of the crash (not a wait for a condition)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate(timeout=30)

@@ -240,6 +240,48 @@ async def test_recovery_does_not_count_a_wiped_replicas_nothing(service_cluster)
         assert 10 <= len(got) < 100 and got == [payload(i) for i in range(len(got))]
 
 
+def answer_late(node, rpc: str, seconds: float) -> None:
+    """Nemesis: this replica answers ``rpc`` ``seconds`` late (a slow disk, a
+    GC pause) — in the client, so the order of replies is the test's choice."""
+    real = node.call
+
+    async def call(name, req, timeout, expect=""):
+        if name == rpc:
+            await asyncio.sleep(seconds)  # the injected delay itself, not a wait for a condition
+        return await real(name, req, timeout, expect)
+    node.call = call
+
+
+async def test_recovery_waits_for_the_replica_holding_the_last_entry(service_cluster):
+    """A holds entries up to 29, B up to 19 (it hung during the last, unacked,
+    block), C up to 9 (dropped earlier).  Fence answers come from A and B, so
+    recovery completes at 29; the first two CompleteSegment answers come from B
+    and C, which lag: recovery must wait for A's confirmation, not give up
+    (seen in CI as a writer that could not open after a SIGKILL)."""
+    sc = service_cluster(**QUICK)
+    async with logstore.Client(sc.config) as c:
+        b = c.backend
+        q = await b.choose_quorum()
+        by_ep = {s.endpoint: s for s in sc.logstores}
+        a_ls, b_ls, c_ls = (by_ep[n] for n in q.nodes)
+        seg = await b.create_segment(4343, 0, quorum=q)
+        await put(seg, 0, 10)
+        c_ls.pause()
+        await put(seg, 10, 10)  # acked by A and B
+        await until(lambda: seg.degraded, "C dropped after the deadline", 3 * T)
+        c_ls.resume()
+        b_ls.pause()
+        try:
+            with pytest.raises(QuorumUnavailableError):
+                await put(seg, 20, 10)  # reaches A only: never acknowledged
+        finally:
+            b_ls.resume()
+        answer_late(b.node(c_ls.endpoint), "FenceSegment", 0.4 * T)
+        answer_late(b.node(a_ls.endpoint), "CompleteSegment", 0.4 * T)
+        rec = await b.fence_and_recover(4343, 0, quorum=q)
+        assert rec.last_entry_id == 29
+
+
 # -- (c) too few genuine replicas: a typed error within a bound --------------------------------------
 async def test_recovery_with_two_hung_replicas_fails_typed_and_bounded(service_cluster):
     sc = service_cluster(**QUICK)
