@@ -12,17 +12,32 @@ deps:
 	  echo ">> installing etcd-server fuse3 (Debian)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server fuse3) >/dev/null; }
 	@pkill -f '^/usr/bin/etcd$$' 2>/dev/null || true  # Debian's package may start a default instance
-	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, grpc, isal, moto, mfusepy, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography; import importlib.metadata as m; m.version(\"picchio\")" 2>/dev/null || { \
-	  echo ">> pip install -e .[test,operator]"; \
-	  $(PIP) install -q -e '.[test,operator]'; }
+	@# promtool checks manifests/monitoring (tests/operator/test_monitoring.py): Debian's 2.42 installs in
+	@# seconds; building cmd/promtool from its Go module would cost minutes of the CI budget on 2 cores
+	@command -v promtool >/dev/null 2>&1 || { echo ">> installing prometheus (Debian, for promtool)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
+	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, grpc, isal, rich, moto, mfusepy, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography; import importlib.metadata as m; m.version(\"picchio\"); m.entry_points(group=\"picchio.dev\")[\"cluster\"]" 2>/dev/null || { \
+	  echo ">> pip install -e .[test,operator] (the test and operator extras; minutes from an empty pip cache)"; \
+	  $(PIP) install --progress-bar off -e '.[test,operator]'; }
+
+# What the WAL needs and no more (Debian's etcd, the package without extras): `make demo` starts
+# with this so that the first entry is appended before the test and operator extras are installed.
+.PHONY: deps-core
+deps-core:
+	@command -v etcd >/dev/null 2>&1 || { echo ">> installing etcd-server (Debian)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null; }
+	@$(PYTHON) -c "import logstore, logstore.cli.main, logstore.dev.cli, aetcd, boto3, grpc, isal, yaml; import importlib.metadata as m; m.version(\"picchio\")" 2>/dev/null || { \
+	  echo ">> pip install -e ."; $(PIP) install -q -e .; }
 
 -include e2e/cluster/components.mk
 -include e2e/kind/kind.mk
 
 # The whole suite on real components: unit, integration (etcd + MinIO), power cuts (FUSE),
 # service (LogStore processes), the Kubernetes control plane.  Builds what is missing first
-# (`make components`: a no-op when cached), so no test can run on a stand-in.
-test: deps components
+# (the `test` group: every component but the kind-only ones; a no-op when cached), so no
+# test can run on a stand-in.
+test: deps
+	$(MAKE) --no-print-directory components ONLY=test
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 # Under 2 minutes, nothing built: unit tests and the tests on Debian's etcd, local storage, FUSE.
@@ -38,10 +53,15 @@ faults: deps
 	PICCHIO_FAULT_RUNS=$${PICCHIO_FAULT_RUNS:-200} PICCHIO_FAULT_CYCLES=$${PICCHIO_FAULT_CYCLES:-100} \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider -m faults tests/faults
 
-# A short tour on real components: etcd + S3 on loopback, one log, every verb.
-demo: deps components
-	$(PYTHON) -m picchio_harness.demo
-	$(PYTHON) -m picchio_harness.demo_cluster
+# A tour on real components, each step building only what it uses (with progress): the WAL on
+# local disk first (Debian's etcd, or etcd 3.6 if cached: nothing to build), then S3 and
+# service mode (MinIO), then the operator (control plane + kwok).  DEMO_STEPS="wal s3" stops early.
+# The WAL steps need only `deps-core` (seconds to install); the operator step needs the extras
+# (kopf, kubernetes, cryptography: minutes from an empty pip cache), installed when it is reached.
+DEMO_STEPS ?= wal s3 operator
+demo: deps-core
+	$(if $(filter wal s3,$(DEMO_STEPS)),$(PYTHON) -m picchio_harness.demo $(filter wal s3,$(DEMO_STEPS)))
+	$(if $(filter operator,$(DEMO_STEPS)),@$(MAKE) --no-print-directory deps && $(PYTHON) -m picchio_harness.demo operator)
 
 bench: deps
 	$(PYTHON) -m logstore.cli.main bench append --help
@@ -52,7 +72,19 @@ clean:
 # The operator's figures (200 WoodpeckerLogs reconciled and collected, apply latency, RSS) on the
 # local control plane: a benchmark, not part of `make test`; prints the figures as JSON.
 .PHONY: bench-operator
-bench-operator: deps components
+bench-operator: deps
+	$(MAKE) --no-print-directory components ONLY="cluster minio"
 	@out=$$(mktemp); \
 	PICCHIO_BENCH_JSON=$$out $(PYTHON) -m pytest -q -p no:cacheprovider tests/operator_cluster/bench_operator_figures.py \
 	  && cat $$out && echo; rc=$$?; rm -f $$out; exit $$rc
+
+# picchio beside the real Woodpecker v0.1.35 (issue 10): the interop suite alone (it is part of
+# `make test` too), and the side-by-side benchmark (JSON: both figures and the ratio).
+.PHONY: test-interop bench-compare
+test-interop: deps
+	$(MAKE) --no-print-directory components ONLY=interop
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/interop
+
+bench-compare: deps
+	$(MAKE) --no-print-directory components ONLY=interop
+	$(PYTHON) -m picchio_harness.bench_compare

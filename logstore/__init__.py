@@ -33,7 +33,7 @@ from .client import Client
 from .config import Config
 from .errors import (ConcurrentUpdateError, ConfigError, CorruptionError, InvalidArgumentError, LogExistsError,
                      LogNotFoundError, LogstoreError, MetadataError, QuorumUnavailableError, StorageError, StorageFullError,
-                     WriterClosedError, WriterFencedError)
+                     WriterClosedError, WriterFencedError, SequenceError, SequenceGapError, DuplicateSequenceError)
 from .ids import EARLIEST, LATEST, MessageId
 from .log import GcReport, LogHandle, SegmentInfo
 from .reader import LogReader, Message
@@ -44,5 +44,5 @@ __all__ = [
     "SegmentInfo", "GcReport",
     "LogstoreError", "ConfigError", "InvalidArgumentError", "LogExistsError", "LogNotFoundError", "WriterFencedError",
     "WriterClosedError", "CorruptionError", "StorageError", "StorageFullError", "MetadataError", "ConcurrentUpdateError",
-    "QuorumUnavailableError",
+    "QuorumUnavailableError", "SequenceError", "SequenceGapError", "DuplicateSequenceError",
 ]

@@ -45,6 +45,7 @@ class Client:
         await self.close()
 
     async def start(self) -> None:
+        self.config.warn_inert()  # Woodpecker keys set that do nothing here: said once, at start
         await self.meta.connect()
         try:
             await self.backend.start()

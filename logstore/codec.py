@@ -231,10 +231,14 @@ class BlockBuilder:
     crc: int = 0
     count: int = 0
     payload_bytes: int = 0
+    times: list[int | None] = field(default_factory=list)  # append times (service mode ships them per entry)
 
-    def add(self, payload: bytes | memoryview, properties: dict[str, str] | None = None) -> int:
-        """Frame one entry; returns the encoded record size."""
-        prefix = layout_prefix(len(payload))
+    def add(self, payload: bytes | memoryview, properties: dict[str, str] | None = None,
+            time_ms: int | None = None) -> int:
+        """Frame one entry (with its append time, if given); returns the encoded
+        record size."""
+        prefix = layout_prefix(len(payload), time_ms)
+        self.times.append(time_ms)
         props = encode_properties(properties)
         body_len = len(prefix) + len(payload) + len(props)
         tl = _TL.pack(RecordType.DATA, body_len)

@@ -1,137 +1,54 @@
-"""The one table of configuration defaults.
+"""Configuration: parse and validate a ``woodpecker.yaml`` against the one table.
 
-Keys follow Woodpecker's ``woodpecker.yaml`` so a user can carry settings over;
-defaults are the shipped yaml's (Woodpecker has a second, disagreeing set of
-built-in defaults — picchio has only this table).  Every other module reads its
-settings from a :class:`Config`; nothing else holds a default.
+The table (keys, types, units, defaults, docs) is :data:`SETTINGS` in
+:mod:`logstore.config_table`; every other module reads its settings from a
+:class:`Config`, and nothing else holds a default.
 
-Units: ``size`` values accept ints (bytes) or strings such as ``"256M"``
-(SI: K=10^3, M=10^6, G=10^9; also KB/MB/GB) and ``"64Mi"`` (binary: Ki/Mi/Gi,
-KiB/MiB/GiB).  ``duration`` values accept ints in the key's own unit (shown in
-the table) or strings such as ``"10ms"``, ``"2s"``, ``"10m"``, ``"1h"``; they
-are stored as float seconds.
+Units are Woodpecker's (v0.1.35, ``common/config/utils.go``):
+
+- ``size``: an int (bytes) or a string ``<int><suffix>``, suffix ``K/KB/M/MB/G/GB/T/TB``
+  in any case, **binary** (``2MB`` = 2,097,152; ``256M`` = 268,435,456); no
+  decimals, no space, no ``B``.  picchio also takes ``Ki/Mi/Gi/Ti`` (``KiB``…),
+  the same binary units under their IEC names — an extra Woodpecker refuses.
+- ``duration``: a bare int (or a string of one) is in the key's unit (``ms`` for
+  Woodpecker's ``DurationMilliseconds`` keys such as ``etcd.requestTimeout``,
+  ``s`` for ``DurationSeconds`` keys); other strings are Go durations
+  (``"10ms"``, ``"1.5s"``, ``"1h30m"``).  picchio also takes a bare float in the
+  key's unit.  Values are stored as float seconds.
+- an empty YAML value (``userName:``) leaves the default, as Go's yaml.v3 does.
 """
 from __future__ import annotations
 
+import json
+import logging
+import posixpath
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .config_table import SETTINGS, Setting
 from .errors import ConfigError
 
+__all__ = ["Config", "Setting", "SETTINGS", "parse_size", "parse_duration", "split_endpoint",
+           "validate_overrides", "markdown_table", "go_path_join"]
 
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    type: str  # str | int | float | bool | size | duration | list[str] | enum
-    default: Any
-    doc: str
-    unit: str = ""  # for duration ints: "ms" or "s"
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    pattern: str = ""  # "endpoint": every item is [http(s)://]host:port
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("etcd.endpoints", "list[str]", ["localhost:2379"], "etcd client endpoints, host:port", pattern="endpoint"),
-    Setting("etcd.rootPath", "str", "by-dev", "etcd key root; metadata lives under {rootPath}/{woodpecker.meta.prefix}"),
-    Setting("etcd.username", "str", "", "etcd user (empty: no authentication)"),
-    Setting("etcd.password", "str", "", "etcd password"),
-    Setting("etcd.requestTimeout", "duration", 10.0, "deadline of one etcd call", unit="s", minimum=0.001),
-    Setting("woodpecker.meta.prefix", "str", "woodpecker", "metadata prefix below etcd.rootPath"),
-    Setting("woodpecker.storage.type", "enum", "minio", "where segment data lives", choices=("local", "minio", "service")),
-    Setting("woodpecker.storage.rootPath", "str", "/var/lib/woodpecker", "local/shared file-system root (type local)"),
-    Setting("minio.address", "str", "localhost", "S3 endpoint host"),
-    Setting("minio.port", "int", 9000, "S3 endpoint port", minimum=1),
-    Setting("minio.accessKeyID", "str", "minioadmin", "S3 access key"),
-    Setting("minio.secretAccessKey", "str", "minioadmin", "S3 secret key"),
-    Setting("minio.bucketName", "str", "a-bucket", "bucket holding the log data"),
-    Setting("minio.rootPath", "str", "files", "key prefix of all objects (and sub-directory for type local)"),
-    Setting("minio.useSSL", "bool", False, "https to the S3 endpoint"),
-    Setting("minio.createBucket", "bool", False, "create the bucket at client start if it is missing"),
-    Setting("minio.region", "str", "", "S3 region (empty: us-east-1)"),
-    Setting("minio.requestTimeout", "duration", 30.0, "deadline of one S3 request", unit="s", minimum=0.001),
-    Setting("woodpecker.client.segmentRollingPolicy.maxSize", "size", 256_000_000, "roll a segment at this many bytes", minimum=1),
-    Setting("woodpecker.client.segmentRollingPolicy.maxInterval", "duration", 600.0, "roll a segment at this age", unit="s", minimum=0.001),
-    Setting("woodpecker.client.segmentRollingPolicy.maxBlocks", "int", 1000, "roll a segment at this many blocks", minimum=1),
-    Setting("woodpecker.client.reader.storagePollInterval", "duration", 0.02,
-            "how often a reader at the tail of another process's segment looks at storage", unit="ms", minimum=0.001),
-    Setting("woodpecker.client.reader.metaPollInterval", "duration", 1.0,
-            "how often a reader at the tail reads segment metadata from etcd", unit="ms", minimum=0.05),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxInterval", "duration", 0.2,
-            "object storage: longest an entry waits before its block is flushed (a flush starts at once when idle)",
-            unit="ms", minimum=0.0),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxIntervalForLocalStorage", "duration", 0.01,
-            "local storage: longest an entry waits before its block is synced (a sync starts at once when idle)",
-            unit="ms", minimum=0.0),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxFlushSize", "size", 2_000_000,
-            "object storage: a block is closed once its payload reaches this size", minimum=1),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxEntries", "int", 10_000,
-            "most entries buffered before append() waits (back-pressure)", minimum=1),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxBytes", "size", 256_000_000,
-            "most bytes buffered before append() waits (back-pressure); also the largest local block", minimum=1),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxFlushThreads", "int", 32,
-            "object storage: block uploads in flight at once (acknowledged in order)", minimum=1),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxFlushRetries", "int", 5,
-            "attempts of one block write before the writer fails", minimum=1),
-    Setting("woodpecker.logstore.segmentSyncPolicy.retryInterval", "duration", 1.0,
-            "first back-off between block write attempts (doubles each time)", unit="ms", minimum=0.0),
-    Setting("woodpecker.logstore.segmentCompactionPolicy.maxBytes", "size", 2_000_000,
-            "object storage: target size of a merged m_k.blk object", minimum=1),
-    Setting("woodpecker.logstore.segmentCompactionPolicy.enabled", "bool", True,
-            "object storage: compact completed segments into m_k.blk objects"),
-    Setting("woodpecker.logstore.segmentSyncPolicy.maxIntervalForService", "duration", 0.001,
-            "service mode: longest an entry waits on a LogStore before its block is synced", unit="ms", minimum=0.0),
-    # service mode: the LogStore server
-    Setting("woodpecker.logstore.host", "str", "0.0.0.0", "LogStore: address the gRPC server binds"),
-    Setting("woodpecker.logstore.port", "int", 18080, "LogStore: gRPC port", minimum=1),
-    Setting("woodpecker.logstore.advertiseAddress", "str", "",
-            "LogStore: host:port clients use (empty: host:port, with the pod/host name for 0.0.0.0)"),
-    Setting("woodpecker.logstore.httpPort", "int", 9091, "LogStore: /healthz, /readyz and /metrics port", minimum=0),
-    Setting("woodpecker.logstore.nodeId", "str", "", "LogStore: node id (empty: derived from the advertised address)"),
-    Setting("woodpecker.logstore.zone", "str", "", "LogStore: availability zone, for zone-spread ensembles"),
-    Setting("woodpecker.logstore.registrationTTL", "duration", 10.0,
-            "LogStore: lease TTL of its registration in etcd", unit="s", minimum=1.0),
-    Setting("woodpecker.logstore.disk.maxBytes", "size", 0,
-            "LogStore: budget for staged data (0: the file system's size)", minimum=0),
-    Setting("woodpecker.logstore.disk.softLimit", "float", 0.85,
-            "LogStore: above this fraction of the budget, appends get a retriable push-back", minimum=0.0),
-    Setting("woodpecker.logstore.disk.hardLimit", "float", 0.95,
-            "LogStore: above this fraction of the budget, appends are rejected", minimum=0.0),
-    Setting("woodpecker.logstore.tls.enabled", "bool", False, "TLS on the LogStore gRPC port"),
-    Setting("woodpecker.logstore.tls.certFile", "str", "", "LogStore server certificate (PEM)"),
-    Setting("woodpecker.logstore.tls.keyFile", "str", "", "LogStore server private key (PEM)"),
-    Setting("woodpecker.logstore.tls.caFile", "str", "",
-            "CA bundle: clients verify the server with it; the server verifies client certificates with it"),
-    Setting("woodpecker.logstore.tls.requireClientCert", "bool", False, "LogStore demands client certificates"),
-    Setting("woodpecker.logstore.tls.clientCertFile", "str", "", "client certificate for LogStores that demand one"),
-    Setting("woodpecker.logstore.tls.clientKeyFile", "str", "", "client private key"),
-    Setting("woodpecker.logstore.tls.serverName", "str", "", "name to verify in the server certificate (empty: host)"),
-    # service mode: the client's quorum
-    Setting("woodpecker.client.quorum.ensembleSize", "int", 3, "service mode: LogStores holding a segment", minimum=1),
-    Setting("woodpecker.client.quorum.writeQuorum", "int", 3, "service mode: LogStores each entry is sent to", minimum=1),
-    Setting("woodpecker.client.quorum.ackQuorum", "int", 2, "service mode: durable copies before an ack", minimum=1),
-    Setting("woodpecker.client.quorum.strategy", "enum", "random", "service mode: ensemble choice",
-            choices=("random", "zone-spread")),
-    Setting("woodpecker.client.quorum.requestTimeout", "duration", 5.0,
-            "service mode: how long an append waits for its quorum before failing", unit="s", minimum=0.01),
-)
+log = logging.getLogger(__name__)
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+_CANONICAL = tuple(s for s in SETTINGS if s.kind != "alias")
+_WARNED: set[tuple[str, ...]] = set()
+_Q = "woodpecker.client.quorum."
+_REPLICAS = _Q + "quorumSelectStrategy.replicas"  # key sets already announced by warn_inert (once per process)
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-    "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40,
-}
-_DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
-_DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE_RE = re.compile(r"^([+-]?\d+)(k|kb|m|mb|g|gb|t|tb|ki|kib|mi|mib|gi|gib|ti|tib)?$")
+_SIZE_UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_DUR_PART = re.compile(r"(\d*(?:\.\d*)?)(ns|us|µs|μs|ms|s|m|h)")
 
 
 def parse_size(value: Any, key: str = "value") -> int:
-    """``"256M"`` → 256000000, ``"64Mi"`` → 67108864, ``1024`` → 1024."""
+    """Woodpecker's ``parseSize``: ``"256M"`` → 268435456, ``"2MB"`` → 2097152,
+    ``1024`` → 1024, ``""`` → 0; plus our ``"64Mi"`` → 67108864."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a size (bytes or e.g. '256M'), got {value!r}")
     if isinstance(value, int):
@@ -139,25 +56,52 @@ def parse_size(value: Any, key: str = "value") -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m and m.group(2).lower() in _SIZE_UNITS:
-            n = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-            if n.is_integer():
-                return int(n)
-    raise ConfigError(f"{key}: expected a size (bytes or e.g. '256M', '64Mi'), got {value!r}")
+        text = value.strip().lower()
+        if not text:
+            return 0
+        m = _SIZE_RE.match(text)
+        if m:
+            suffix = m.group(2)
+            return int(m.group(1)) * _SIZE_UNITS[suffix[0] if suffix else None]
+    raise ConfigError(f"{key}: expected a size (bytes or e.g. '256M', '2MB', '64Mi'; K/M/G are binary), got {value!r}")
+
+
+def _go_duration(text: str) -> float | None:
+    """Go's ``time.ParseDuration`` in seconds, or None if Go would refuse it."""
+    s, sign = text, 1.0
+    if s[:1] in ("+", "-"):
+        sign, s = (-1.0 if s[0] == "-" else 1.0), s[1:]
+    if s == "0":
+        return 0.0
+    total, pos = 0.0, 0
+    while pos < len(s):
+        m = _GO_DUR_PART.match(s, pos)
+        if not m or m.group(1) in ("", "."):
+            return None
+        total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total if s else None
 
 
 def parse_duration(value: Any, key: str = "value", unit: str = "s") -> float:
-    """``"10ms"`` → 0.01; a bare number is in the key's unit (``ms`` or ``s``)."""
+    """Woodpecker's ``parseDuration`` in seconds: a bare number is in the key's
+    unit (``ms`` or ``s``), anything else a Go duration (``"10ms"``, ``"1h30m"``)."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration (e.g. '10ms', '2s'), got {value!r}")
     if isinstance(value, (int, float)):
         return float(value) * _DUR_UNITS[unit]
     if isinstance(value, str):
-        m = _DUR_RE.match(value)
-        if m:
-            return float(m.group(1)) * _DUR_UNITS[m.group(2) or unit]
-    raise ConfigError(f"{key}: expected a duration (e.g. '10ms', '2s', '10m'), got {value!r}")
+        text = value.strip()
+        if not text:
+            return 0.0
+        try:
+            return float(text) * _DUR_UNITS[unit]
+        except ValueError:
+            pass
+        out = _go_duration(text)
+        if out is not None:
+            return out
+    raise ConfigError(f"{key}: expected a duration (a number of {unit}, or e.g. '10ms', '2s', '10m'), got {value!r}")
 
 
 def split_endpoint(text: str, key: str = "endpoint") -> tuple[str, int]:
@@ -170,10 +114,17 @@ def split_endpoint(text: str, key: str = "endpoint") -> tuple[str, int]:
 
 
 def _coerce(s: Setting, value: Any) -> Any:
+    """One value → its parsed form (an empty YAML value gives the default)."""
     k = s.key
+    if value is None:
+        return _BY_KEY[s.alias_of].default if s.alias_of else s.default
     if s.type == "str":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # yaml.v3 decodes any scalar into a string field (tlsMinVersion: 1.3)
         if not isinstance(value, str):
             raise ConfigError(f"{k}: expected a string, got {type(value).__name__} {value!r}")
+        if s.choices and value not in s.choices:
+            raise ConfigError(f"{k}: expected one of {', '.join(s.choices)}, got {value!r}")
         out: Any = value
     elif s.type == "enum":
         if value not in s.choices:
@@ -181,10 +132,10 @@ def _coerce(s: Setting, value: Any) -> Any:
         out = value
     elif s.type == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
                 value = int(value)
             else:
-                raise ConfigError(f"{k}: expected an integer, got {value!r}")
+                raise ConfigError(f"{k}: expected an integer{' (' + s.unit + ')' if s.unit else ''}, got {value!r}")
         out = value
     elif s.type == "bool":
         if isinstance(value, str) and value.lower() in ("true", "false"):
@@ -209,6 +160,15 @@ def _coerce(s: Setting, value: Any) -> Any:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{k}: expected a non-empty list of strings, got {value!r}")
         out = list(value)
+    elif s.type == "any":  # structured Woodpecker values we accept without using (quorumBufferPools …)
+        if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+            try:  # Milvus's milvus.yaml spells these as a JSON string (its builder.go json.Unmarshals them)
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{k}: not valid JSON: {value!r}") from None
+        if not isinstance(value, (list, Mapping)):
+            raise ConfigError(f"{k}: expected a list or mapping, got {value!r}")
+        out = value
     else:  # pragma: no cover - the table is ours
         raise AssertionError(s.type)
     if s.pattern == "endpoint":
@@ -229,15 +189,34 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
         elif isinstance(v, Mapping):
             yield from _flatten(v, full + ".")
         else:
-            raise ConfigError(f"{full}: unknown configuration key")
+            raise ConfigError(f"{full}: unknown configuration key (neither Woodpecker's nor picchio's)")
 
 
 def validate_overrides(d: Mapping[str, Any]) -> dict[str, Any]:
     """Check a (nested or dotted) mapping against the table; return the parsed
-    values by full key.  Raises :class:`ConfigError` naming the first bad key."""
+    values by canonical key (aliases resolved; a canonical key given as well
+    wins over its alias).  Raises :class:`ConfigError` naming the first bad key."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"configuration must be a mapping, got {type(d).__name__}")
-    return {k: _coerce(_BY_KEY[k], v) for k, v in _flatten(d)}
+    direct: dict[str, Any] = {}
+    via_alias: dict[str, Any] = {}
+    for key, raw in _flatten(d):
+        s = _BY_KEY[key]
+        try:
+            value = _coerce(s, raw)
+        except ConfigError:
+            if not s.secret:
+                raise
+            # never echo a secret, even a malformed one (it may be the real one, mis-indented)
+            raise ConfigError(f"{key}: expected a string, got a {type(raw).__name__} "
+                              "(value not shown: this key holds a secret)") from None
+        if s.alias_of:
+            via_alias[s.alias_of] = value
+            if value not in ("", None):
+                via_alias.update(dict(s.implies))
+        else:
+            direct[key] = value
+    return {**via_alias, **direct}
 
 
 def _env_name(key: str) -> str:
@@ -249,13 +228,41 @@ def _render_duration(seconds: float) -> str:
     return f"{ms:g}ms" if ms < 1000 or not float(seconds).is_integer() else f"{seconds:g}s"
 
 
-class Config(Mapping[str, Any]):
-    """Validated settings, read by full dotted key: ``config["minio.bucketName"]``."""
+def go_path_join(*parts: str) -> str:
+    """Go's ``path.Join``: the non-empty parts joined by "/" and cleaned
+    (``//`` and ``.`` dropped, ``..`` resolved; a leading "/" kept); "" if all are empty."""
+    joined = "/".join(p for p in parts if p)
+    if not joined:
+        return ""
+    out = posixpath.normpath(joined)
+    return "/" + out.lstrip("/") if out.startswith("//") else out
 
-    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
-        parsed = {s.key: s.default for s in SETTINGS}
-        parsed.update(validate_overrides(values or {}))
-        self._values = parsed
+
+class Config(Mapping[str, Any]):
+    """Validated settings, read by full dotted key: ``config["minio.bucketName"]``.
+
+    Also remembers where each value came from (``default``, ``file``, ``env``,
+    ``override``) for ``picchio config check`` and the start-up notice."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None, *, source: str = "override") -> None:
+        self._values = {s.key: s.default for s in _CANONICAL}
+        self._sources = dict.fromkeys(self._values, "default")
+        self._set(validate_overrides(values or {}), source)
+
+    def _set(self, parsed: Mapping[str, Any], source: str) -> None:
+        self._values.update(parsed)
+        self._sources.update(dict.fromkeys(parsed, source))
+        if _REPLICAS in parsed:
+            self._derive_quorum(source)
+
+    def _derive_quorum(self, source: str) -> None:
+        """Woodpecker's ``quorumSelectStrategy.replicas`` (its ``GetEnsembleSize``
+        and friends): ensemble = write quorum = 3 or 5, ack = majority — for the
+        quorum keys nobody set explicitly."""
+        n = self._values[_REPLICAS] if self._values[_REPLICAS] in (3, 5) else 3
+        for key, value in ((_Q + "ensembleSize", n), (_Q + "writeQuorum", n), (_Q + "ackQuorum", n // 2 + 1)):
+            if self._sources[key] in ("default", "derived"):
+                self._values[key], self._sources[key] = value, "derived"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
@@ -274,24 +281,27 @@ class Config(Mapping[str, Any]):
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        return cls(data)
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
+        return cls(data, source="file")
 
     def replace(self, **dotted: Any) -> "Config":
         """A copy with some keys changed; keys may use ``__`` for dots."""
         changes = {k.replace("__", "."): v for k, v in dotted.items()}
         return self.with_values(changes)
 
-    def with_values(self, changes: Mapping[str, Any]) -> "Config":
+    def with_values(self, changes: Mapping[str, Any], source: str = "override") -> "Config":
         new = Config.__new__(Config)
-        new._values = dict(self._values)
-        new._values.update(validate_overrides(changes))
+        new._values, new._sources = dict(self._values), dict(self._sources)
+        new._set(validate_overrides(changes), source)
         return new
 
     def __getitem__(self, key: str) -> Any:
         try:
             return self._values[key]
         except KeyError:
+            s = _BY_KEY.get(key)
+            if s is not None and s.alias_of:  # a deprecated name reads its key (values are stored in seconds/bytes)
+                return self._values[s.alias_of]
             raise ConfigError(f"{key}: unknown configuration key") from None
 
     def __iter__(self) -> Iterator[str]:
@@ -301,23 +311,46 @@ class Config(Mapping[str, Any]):
         return len(self._values)
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if "secret" in k.lower() or "password" in k.lower() else v) for k, v in self._values.items()}
+        shown = {k: ("***" if _BY_KEY[k].secret else v) for k, v in self._values.items()}
         return f"Config({shown!r})"
+
+    def source(self, key: str) -> str:
+        """Where ``key``'s value came from: default, file, env, override, or derived
+        (the quorum sizes, from ``quorumSelectStrategy.replicas``)."""
+        return self._sources[key]
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> "Config":
         """Overrides from ``PICCHIO_<KEY>`` variables (the key upper-cased, dots
-        as underscores: ``PICCHIO_MINIO_SECRETACCESSKEY``) — how secrets reach
-        pods without entering a ConfigMap.  Entry points call this; the library
+        as underscores: ``PICCHIO_MINIO_SECRETACCESSKEY``,
+        ``PICCHIO_ETCD_AUTH_PASSWORD``) — how secrets reach pods without
+        entering a ConfigMap.  Deprecated names work too (``PICCHIO_ETCD_USERNAME``);
+        the canonical variable wins.  Entry points call this; the library
         itself never reads the environment."""
         import os
         env = os.environ if environ is None else environ
-        changes = {s.key: env[_env_name(s.key)] for s in SETTINGS if _env_name(s.key) in env}
-        return self.with_values(changes) if changes else self
+        ordered = sorted(SETTINGS, key=lambda s: s.kind != "alias")  # aliases first: canonical names win
+        changes = {s.key: env[_env_name(s.key)] for s in ordered if _env_name(s.key) in env}
+        return self.with_values(changes, source="env") if changes else self
+
+    def inert_keys(self) -> list[str]:
+        """Keys set (not defaults) that Woodpecker has and picchio ignores."""
+        return [k for k, s in self._sources.items() if s != "default" and not _BY_KEY[k].effective]
+
+    def warn_inert(self, logger: logging.Logger | None = None) -> None:
+        """Start-up notice: one warning naming the accepted-but-ignored keys."""
+        keys = self.inert_keys()
+        if keys and tuple(keys) not in _WARNED:
+            _WARNED.add(tuple(keys))
+            (logger or log).warning("configuration: %d key(s) accepted, no effect here (Woodpecker settings picchio "
+                                    "does not implement; `picchio config check FILE` explains each): %s",
+                                    len(keys), ", ".join(keys))
 
     def to_dict(self, nested: bool = False) -> dict[str, Any]:
         """The settings in a form ``Config.from_dict`` reads back unchanged
-        (durations as ``"…s"`` strings); ``nested`` gives woodpecker.yaml's shape."""
-        flat = {k: (_render_duration(v) if _BY_KEY[k].type == "duration" else v) for k, v in self._values.items()}
+        (durations as ``"…s"`` strings); ``nested`` gives woodpecker.yaml's shape.
+        No-effect keys still at their default are left out."""
+        flat = {k: (_render_duration(v) if _BY_KEY[k].type == "duration" else v) for k, v in self._values.items()
+                if _BY_KEY[k].effective or self._sources[k] != "default"}
         if not nested:
             return flat
         out: dict[str, Any] = {}
@@ -332,11 +365,74 @@ class Config(Mapping[str, Any]):
     # Derived values used by several layers, computed in one place.
     @property
     def meta_prefix(self) -> str:
-        """``{etcd.rootPath}/{woodpecker.meta.prefix}`` with Woodpecker's rule for empty parts."""
-        parts = [p.strip("/") for p in (self["etcd.rootPath"], self["woodpecker.meta.prefix"]) if p.strip("/")]
-        prefix = "/".join(parts)
-        return prefix if prefix and prefix != "." else "woodpecker"
+        """The *configured* etcd prefix, as Woodpecker builds it:
+        ``path.Join(etcd.rootPath, woodpecker.meta.prefix)``, ``woodpecker`` if
+        that is empty or ".".  Which prefix is *in effect* also depends on what
+        etcd holds (the legacy rule): :func:`logstore.meta.prefix.effective_prefix`."""
+        prefix = go_path_join(self["etcd.rootPath"], self["woodpecker.meta.prefix"])
+        return prefix if prefix not in ("", ".") else "woodpecker"
 
     @property
     def storage_type(self) -> str:
-        return self["woodpecker.storage.type"]
+        """local | minio | service (Woodpecker's ``default`` and ``""`` are minio)."""
+        t = self["woodpecker.storage.type"]
+        return "minio" if t in ("default", "") else t
+
+
+def _yaml_problem(e: Exception) -> str:
+    """A YAML syntax error as problem + line:column, without PyYAML's snippet
+    of the offending line: that line may be ``secretAccessKey: "…`` with the
+    secret in it."""
+    mark = getattr(e, "problem_mark", None)
+    what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return (what or type(e).__name__) + where
+
+
+def _display(s: Setting, value: Any) -> str:
+    if s.secret and value:
+        return "***"
+    if s.type == "duration":
+        return _render_duration(value)
+    if s.type == "size":
+        return f"{value} B"
+    if value == "" or value is None:
+        return "''"
+    return f"{value} {s.unit}" if s.unit else str(value)
+
+
+def describe(config: Config) -> list[dict[str, str]]:
+    """The effective configuration, one row per key: key, value (with unit,
+    secrets masked), source and whether the key has an effect here."""
+    return [{"key": s.key, "value": _display(s, config[s.key]), "source": config.source(s.key),
+             "effect": "" if s.effective else "no effect here"} for s in _CANONICAL]
+
+
+_KIND_LABEL = {"woodpecker": "Woodpecker", "inert": "Woodpecker, **no effect here**", "extra": "picchio extra",
+               "alias": "alias"}
+
+
+def _md_default(s: Setting) -> str:
+    if s.kind == "alias":
+        return "→ `" + s.alias_of + "`"
+    d = s.default
+    if s.type == "duration":
+        n = d / (1e-3 if s.unit == "ms" else 1.0)
+        return f"{n:g} {s.unit}"
+    if s.type in ("size",):
+        return f"{d} B"
+    if isinstance(d, bool):
+        return str(d).lower()
+    if d == "":
+        return "''"
+    return f"{d}" + (f" {s.unit}" if s.unit else "")
+
+
+def markdown_table() -> str:
+    """The README's table of keys, generated from :data:`SETTINGS` (a unit test
+    checks that the README holds exactly this, so the two cannot drift)."""
+    lines = ["| key | type | default | kind | meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        t = s.type + (f" ({s.unit})" if s.unit and s.type == "duration" else "")
+        lines.append(f"| `{s.key}` | {t} | {_md_default(s)} | {_KIND_LABEL[s.kind]} | {s.doc.replace('|', '/')} |")
+    return "\n".join(lines)

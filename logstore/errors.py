@@ -62,3 +62,18 @@ class ConcurrentUpdateError(MetadataError):
 
 class QuorumUnavailableError(LogstoreError):
     """Service mode: too few LogStores answered within the deadline."""
+
+
+class SequenceError(LogstoreError):
+    """An idempotent producer's sequence number does not fit what the log holds
+    (``open_writer(producer_id=...)``, ``append(..., sequence=n)``)."""
+
+
+class SequenceGapError(SequenceError):
+    """The sequence skips ahead: the ones before it were never appended.  Send
+    ``writer.last_sequence + 1`` (and everything after it) again, in order."""
+
+
+class DuplicateSequenceError(SequenceError):
+    """The sequence is already in the log, but so far back that its MessageId is
+    no longer remembered: it was appended once and must not be sent again."""

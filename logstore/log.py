@@ -17,6 +17,8 @@ from .meta import Versioned
 from .proto import SegmentMetadata, SegmentState
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .client import Client
     from .reader import LogReader
     from .writer import LogWriter
@@ -33,11 +35,13 @@ class SegmentInfo:
     size: int
     create_time: int  # unix ms
     completion_time: int = 0  # unix ms; 0 while Active
+    first_time: int | None = None  # append time (unix ms) of its first / last entry: segments(times=True)
+    last_time: int | None = None
 
     def as_dict(self) -> dict:
         return {"id": self.id, "state": self.state, "first_entry_id": self.first_entry_id,
                 "last_entry_id": self.last_entry_id, "size": self.size, "create_time": self.create_time,
-                "completion_time": self.completion_time}
+                "completion_time": self.completion_time, "first_time": self.first_time, "last_time": self.last_time}
 
 
 @dataclass
@@ -78,11 +82,16 @@ class LogHandle:
         return f"LogHandle({self.name!r}, log_id={self.log_id})"
 
     # -- writer / reader ------------------------------------------------------
-    async def open_writer(self) -> "LogWriter":
-        """A writer that fences every older writer of this log (in any process)."""
+    async def open_writer(self, producer_id: str | None = None) -> "LogWriter":
+        """A writer that fences every older writer of this log (in any process).
+        With ``producer_id`` it is idempotent: appends carry sequences, retries
+        of stored ones return their original ids, and ``last_sequence`` says
+        where to resume (logstore/producer.py)."""
         from .writer import LogWriter
 
-        w = LogWriter(self)
+        if producer_id is not None and (not isinstance(producer_id, str) or not producer_id):
+            raise InvalidArgumentError(f"producer_id must be a non-empty string, got {producer_id!r}")
+        w = LogWriter(self, producer_id)
         await w._start()
         self._writers.add(w)
         return w
@@ -90,24 +99,36 @@ class LogHandle:
     def writer_closed(self, w: "LogWriter") -> None:
         self._writers.discard(w)
 
-    async def open_reader(self, start: MessageId = EARLIEST) -> "LogReader":
+    async def open_reader(self, start: MessageId = EARLIEST, *, at: "datetime | int | None" = None) -> "LogReader":
+        """A reader from ``start``, or — with ``at`` (a timezone-aware datetime or
+        unix epoch ms) — from the first entry appended at or after that time
+        (binary search over segments and blocks; precision and cost: ``seek``)."""
         from .reader import LogReader
 
         if not isinstance(start, MessageId):
             raise InvalidArgumentError(f"start must be EARLIEST, LATEST or a MessageId, got {start!r}")
+        if at is not None:
+            from .seek import position_at, to_epoch_ms
+            if start != EARLIEST:
+                raise InvalidArgumentError("open_reader takes a start position or at=, not both")
+            start = await position_at(self, to_epoch_ms(at))
         r = LogReader(self, start)
         await r._start()
         return r
 
     # -- state ------------------------------------------------------------------
-    async def segments(self) -> list[SegmentInfo]:
+    async def segments(self, times: bool = False) -> list[SegmentInfo]:
+        """The segments in metadata; ``times`` adds each one's first/last append
+        time (a few small storage reads per segment, see ``seek.time_range``)."""
+        from .seek import time_range
         out = []
         for v in await self.meta.segments(self.name):
             m = v.value
             last = m.last_entry_id if m.state != SegmentState.ACTIVE else await self.backend.last_entry(
                 self.log_id, m.seg_no, quorum=m.quorum)
             out.append(SegmentInfo(m.seg_no, _STATE_NAMES.get(m.state, str(m.state)), 0 if last >= 0 else None,
-                                   last if last >= 0 else None, m.size, m.create_time, m.completion_time))
+                                   last if last >= 0 else None, m.size, m.create_time, m.completion_time,
+                                   *(await time_range(self, m) if times and last >= 0 else (None, None))))
         return out
 
     async def truncated_id(self) -> MessageId | None:
@@ -129,9 +150,14 @@ class LogHandle:
     # -- truncation --------------------------------------------------------------
     async def truncate(self, message_id: MessageId) -> MessageId | None:
         """Move the truncation watermark to ``message_id`` (inclusive).  Moving it
-        backwards is a no-op.  Returns the watermark now in force."""
+        backwards (or to where it is: its segment may be collected already) is
+        a no-op.  Returns the watermark now in force."""
         if not isinstance(message_id, MessageId) or message_id in (LATEST,):
             raise InvalidArgumentError(f"truncate wants a MessageId of an existing entry, got {message_id!r}")
+        current = await self.truncated_id()
+        if current is not None and (message_id.segment_id, message_id.entry_id) <= \
+                (current.segment_id, current.entry_id):
+            return current
         segs = {v.value.seg_no: v.value for v in await self.meta.segments(self.name)}
         seg = segs.get(message_id.segment_id)
         if seg is None:
@@ -183,7 +209,8 @@ class LogHandle:
 
     async def collect_garbage(self, dry_run: bool = False) -> GcReport:
         """Delete every segment entirely at or below the truncation watermark:
-        stored bytes first, then metadata, so an interrupted run is simply rerun.
+        stored bytes first (in the backend's batches: one listing per log), then
+        metadata (batched transactions), so an interrupted run is simply rerun.
         Works with or without a writer open; never touches data above the mark."""
         t = await self.truncated_id()
         report = GcReport(dry_run, t)
@@ -197,28 +224,16 @@ class LogHandle:
         # stored segments whose metadata is already gone (an interrupted earlier run)
         leftovers = [s for s in await self.backend.segment_ids(self.log_id)
                      if s not in known and s < t.segment_id and s < newest]
-        for seg_id in sorted(set(doomed) | set(leftovers)):
-            if dry_run:
-                n, b = await self._stored_size(seg_id)
-            else:
-                n, b = await self.backend.delete_segment(self.log_id, seg_id, quorum=quorums.get(seg_id))
-                if seg_id in known:
-                    await self.meta.delete_segment(self.name, seg_id)
-            report.segments.append(seg_id)
-            report.objects += n
-            report.bytes += b
+        targets = sorted(set(doomed) | set(leftovers))
+        if not targets:
+            return report
+        sizes = await self.backend.delete_segments(self.log_id, targets, quorums, dry_run=dry_run)
+        if not dry_run:
+            await self.meta.delete_segments(self.name, [s for s in targets if s in known])
+        report.segments = targets
+        report.objects = sum(n for n, _ in sizes.values())
+        report.bytes = sum(b for _, b in sizes.values())
         return report
-
-    async def _stored_size(self, seg_id: int) -> tuple[int, int]:
-        b = self.backend
-        if b.kind == "local":
-            import os
-            d = b.root / str(self.log_id) / str(seg_id)  # type: ignore[attr-defined]
-            files = [d / n for n in os.listdir(d)] if d.exists() else []
-            return len(files), sum(f.stat().st_size for f in files)
-        objects = getattr(b, "objects", b)  # service mode keeps sealed data in its object backend
-        objs = await objects.s3.list(objects.key(self.log_id, seg_id, ""))  # type: ignore[attr-defined]
-        return len(objs), sum(o.size for o in objs)
 
     # -- segment bookkeeping shared by writer and GC ------------------------------
     async def complete_segment(self, v: Versioned[SegmentMetadata]) -> None:

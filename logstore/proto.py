@@ -193,12 +193,17 @@ class SegmentMetadata:
     size: int = 0
     sealed_time: int = 0
     quorum: QuorumInfo | None = field(default_factory=QuorumInfo)
+    # our addition, field 101 (bytes): idempotent producers' state at the segment's
+    # start and end (logstore/producer.py).  Woodpecker skips it when decoding and,
+    # being Go protobuf, keeps it when it re-encodes the message.
+    producers: bytes = b""
 
     def encode(self) -> bytes:
         return b"".join((
             f_int(1, self.seg_no), f_int(2, self.create_time), f_int(4, int(self.state)),
             f_int(5, self.completion_time), f_int(6, self.last_entry_id), f_int(7, self.size),
             f_int(8, self.sealed_time), f_bytes(9, self.quorum.encode()) if self.quorum else b"",
+            f_bytes(101, self.producers),
         ))
 
     @classmethod
@@ -221,6 +226,8 @@ class SegmentMetadata:
                 m.sealed_time = _signed(v)  # type: ignore[arg-type]
             elif num == 9:
                 m.quorum = QuorumInfo.decode(v)  # type: ignore[arg-type]
+            elif num == 101:
+                m.producers = v  # type: ignore[assignment]
         return m
 
 
@@ -228,10 +235,34 @@ def encode_version(major: int, minor: int, patch: int) -> bytes:
     return f_int(1, major) + f_int(2, minor) + f_int(3, patch)
 
 
-def layout_prefix(payload_len: int) -> bytes:
-    """The bytes of ``LogMessageLayout`` that precede the payload (field 1).
-    Kept apart so the payload itself is never copied on the write path."""
-    return _key(1, _LEN) + varint(payload_len) if payload_len else b""
+# picchio's extension of LogMessageLayout: the writer's append time (unix ms,
+# varint) under a field number Woodpecker does not define.  Woodpecker decodes
+# the layout with Go's proto.Unmarshal (woodpecker/log/log_message.go), which
+# skips unknown fields, and its LogStore never parses entries — so logs stay
+# readable by Woodpecker.  Written *first*, so a reader learns an entry's time
+# from the first ~20 bytes of its record (seeking by time reads no payloads).
+APPEND_TIME_FIELD = 1001
+_TIME_KEY = _key(APPEND_TIME_FIELD, _VARINT)
+
+
+def layout_prefix(payload_len: int, time_ms: int | None = None) -> bytes:
+    """The bytes of ``LogMessageLayout`` that precede the payload: the append
+    time (if any), then field 1's key and length.  Kept apart so the payload
+    itself is never copied on the write path."""
+    stamp = _TIME_KEY + varint(time_ms) if time_ms else b""
+    return stamp + (_key(1, _LEN) + varint(payload_len) if payload_len else b"")
+
+
+def layout_time(b: bytes | memoryview) -> int | None:
+    """The append time of an encoded ``LogMessageLayout`` (its first field), or
+    None for an entry written without one (by Woodpecker, or before picchio
+    stamped entries).  Needs only the first bytes of the record."""
+    if len(b) < len(_TIME_KEY) or bytes(b[:len(_TIME_KEY)]) != _TIME_KEY:
+        return None
+    try:
+        return _read_varint(b, len(_TIME_KEY))[0]
+    except CorruptionError:
+        return None
 
 
 def encode_properties(props: dict[str, str] | None) -> bytes:
@@ -246,8 +277,8 @@ def encode_properties(props: dict[str, str] | None) -> bytes:
     return b"".join(out)
 
 
-def encode_layout(payload: bytes, props: dict[str, str] | None = None) -> bytes:
-    return layout_prefix(len(payload)) + payload + encode_properties(props)
+def encode_layout(payload: bytes, props: dict[str, str] | None = None, time_ms: int | None = None) -> bytes:
+    return layout_prefix(len(payload), time_ms) + payload + encode_properties(props)
 
 
 def decode_layout(b: bytes | memoryview) -> tuple[bytes, dict[str, str]]:

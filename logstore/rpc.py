@@ -432,6 +432,12 @@ class Code:
     INTERNAL = 1008
     STORAGE = 1009
     WRONG_INSTANCE = 1010  # the request expected another instance (the data dir was replaced)
+    DECOMMISSIONING = 1011  # the LogStore is leaving (decommission.py): appends go to another ensemble
+    # Woodpecker's own codes (common/werr) where its client depends on them: its reader waits and
+    # retries on ENTRY_NOT_FOUND and moves to the next segment on END_OF_FILE, and takes an OK
+    # without entries for a bug (woodpecker/log/log_reader.go indexes the first entry).
+    END_OF_FILE = 2310      # read past the end of a completed segment
+    ENTRY_NOT_FOUND = 8102  # nothing past the LAC of an active segment yet (retriable)
 
 
 

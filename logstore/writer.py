@@ -25,6 +25,8 @@ from .errors import (ConcurrentUpdateError, InvalidArgumentError, LogNotFoundErr
                      QuorumUnavailableError, StorageError, StorageFullError, WriterClosedError, WriterFencedError)
 from .hub import PublishedBlock
 from .ids import MessageId
+from .producer import ProducerTable, SegmentProducers, Sequencer, check_reserved, recover_table, with_end
+from .producer import PID as _PID, SEQ as _SEQ
 from .proto import QuorumInfo, SegmentMetadata, SegmentState
 from .storage import BlockRef, SegmentWriter
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 
 _BATCH_SEQ = itertools.count()
+_ROLL_OFF = object()  # from _next_batch: no batch, seal the idle segment (see _check_leaving)
 
 
 def _seq(b: "_Batch") -> int:
@@ -53,6 +56,8 @@ class _Batch:
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0  # times re-sent to a new segment after its ensemble lost quorum
     seq: int = field(default_factory=lambda: next(_BATCH_SEQ))  # call order: re-sends keep it
+    seqs: list[int] = field(default_factory=list)  # producer sequences of the entries (idempotent writers)
+    epoch: int = 0  # the producer's epoch when the batch was filled (producer.Sequencer)
 
     def expired(self, now: float, budget: float, attempt_time: float) -> bool:
         """True when one more attempt could not finish within the append deadline
@@ -98,8 +103,12 @@ def check_entry(payload: object, properties: object) -> tuple[bytes, dict[str, s
 class LogWriter:
     """Appends to one log.  Create it with ``await log.open_writer()``."""
 
-    def __init__(self, handle: "LogHandle") -> None:
+    def __init__(self, handle: "LogHandle", producer_id: str | None = None) -> None:
         self._h = handle
+        self._producer_id = producer_id
+        self._producers = ProducerTable()  # every producer's state (producer.py), carried from segment to segment
+        self._producer: Sequencer | None = None
+        self._expiry_ms = int(handle.config["woodpecker.client.producerExpiry"] * 1000)
         cfg = handle.config
         sync = "woodpecker.logstore.segmentSyncPolicy."
         roll = "woodpecker.client.segmentRollingPolicy."
@@ -118,7 +127,7 @@ class LogWriter:
         # the append deadline: one storage call takes at most ``attempt_time``; an
         # append is acknowledged or fails with a typed error within ``budget`` of
         # entering its block (local disks have no configured deadline: bounded retries)
-        self._attempt_time = {"minio": cfg["minio.requestTimeout"],
+        self._attempt_time = {"minio": cfg["minio.requestTimeoutMs"],
                               "service": cfg["woodpecker.client.quorum.requestTimeout"]}.get(kind)
         self._budget = 3 * self._attempt_time if self._attempt_time else None
         self._meta_poll = cfg["woodpecker.client.reader.metaPollInterval"]
@@ -142,7 +151,14 @@ class LogWriter:
         self._acker: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._watcher: asyncio.Task | None = None
+        # service mode: the active segment's ensemble names a LogStore being decommissioned
+        # (decommission.py) — an idle writer seals it and moves on, rather than keep it there
+        self._roll_off = False
         self._ack_wake = asyncio.Event()
+        # append times (unix ms) stamped into every entry for seeking by time:
+        # the wall clock, never going back within a writer (tests may swap it)
+        self.clock = _now_ms
+        self._last_time = 0
 
     # -- opening -----------------------------------------------------------
     async def _start(self) -> None:
@@ -152,6 +168,10 @@ class LogWriter:
             for v in versions:
                 if v.value.state == SegmentState.ACTIVE:
                     await h.complete_segment(v)
+            recovered = any(v.value.state == SegmentState.ACTIVE for v in versions)
+            self._producers = await recover_table(h, await h.meta.segments(h.name) if recovered else versions)
+            if self._producer_id is not None:
+                self._producer = Sequencer(self._producer_id, self._producers)
             lm = await h.meta.require_log(h.name)
             next_id = max([v.value.seg_no + 1 for v in versions] + [lm.value.truncated_segment_id + 1, 0])
             seg = await self._new_segment(next_id)
@@ -160,6 +180,8 @@ class LogWriter:
                 break
         else:
             raise ConcurrentUpdateError(f"log {h.name!r}: could not take over the log (segments kept changing)")
+        # append times start no earlier than any time the log's metadata records
+        self._last_time = max([0] + [max(v.value.create_time, v.value.completion_time) for v in versions])
         if self._compact:
             # re-read: the segments recovered just above are Completed now and
             # must reach object storage too (not wait for yet another writer)
@@ -185,6 +207,28 @@ class LogWriter:
             if gone:
                 self._fail(LogNotFoundError(f"log {h.name!r} was deleted; this writer can no longer append"))
                 return
+            await self._check_leaving()
+
+    async def _check_leaving(self) -> None:
+        """Ask the flush loop to seal the active segment when its ensemble
+        names a LogStore being decommissioned.  A writer that appends finds out
+        sooner (that LogStore refuses the block, the segment is degraded and
+        rolls); this is for one that is idle, which would otherwise keep the
+        LogStore's copy outside object storage indefinitely."""
+        seg = self._seg
+        if self._h.backend.kind != "service" or seg is None or seg.quorum is None or self._roll_off or seg.completed:
+            return
+        nodes = seg.quorum.nodes
+        from .decommission import marked
+        try:
+            leaving = set(await marked(self._h.meta)).intersection(nodes)
+        except LogstoreError:
+            return  # etcd unreachable: the next poll tries again
+        if leaving:
+            log.info("log %r: segment %d is on %s, being decommissioned: sealing it", self._h.name, seg.id,
+                     ", ".join(sorted(leaving)))
+            self._roll_off = True
+            self._wake.set()
 
     async def _fenced_or_deleted(self, e: WriterFencedError) -> LogstoreError:
         try:
@@ -199,12 +243,30 @@ class LogWriter:
         another writer created it first."""
         h = self._h
         quorum = await h.backend.choose_quorum()
-        if not await h.meta.create_segment(h.name, SegmentMetadata(seg_no=seg_id, create_time=_now_ms(), quorum=quorum)):
+        start = SegmentProducers(self._producer_id or "", self._pruned_producers()).encode()
+        if not await h.meta.create_segment(h.name, SegmentMetadata(seg_no=seg_id, create_time=_now_ms(), quorum=quorum,
+                                                                   producers=start)):
             return None
         created = await h.meta.get_segment(h.name, seg_id)
         assert created is not None
         store = await h.backend.create_segment(h.log_id, seg_id, quorum=quorum)
         return _Segment(seg_id, store, created.mod_revision, quorum)
+
+    def _pruned_producers(self) -> ProducerTable:
+        """The producer table without producers idle past ``producerExpiry``
+        (never this writer's own)."""
+        self._producers.prune(_now_ms(), self._expiry_ms, keep=self._producer_id)
+        return self._producers
+
+    @property
+    def last_sequence(self) -> int:
+        """Idempotent writers: the highest sequence of this producer acknowledged
+        in the log (−1: none, or forgotten after ``producerExpiry``).  Right
+        after ``open_writer`` it is what the log itself holds — including what
+        a crashed or fenced predecessor got stored — so resume at ``+ 1``."""
+        if self._producer is None:
+            raise InvalidArgumentError("last_sequence needs a writer opened with producer_id")
+        return self._producer.state.last_seq
 
     def _spawn(self, coro) -> None:
         t = asyncio.create_task(coro)
@@ -212,21 +274,45 @@ class LogWriter:
         t.add_done_callback(self._background.discard)
 
     # -- appending -----------------------------------------------------------
-    async def append(self, payload: bytes, properties: dict[str, str] | None = None) -> MessageId:
-        """Append one entry; returns its id once it is durable."""
+    async def append(self, payload: bytes, properties: dict[str, str] | None = None,
+                     sequence: int | None = None) -> MessageId:
+        """Append one entry; returns its id once it is durable.  A writer opened
+        with ``producer_id`` stamps it with ``sequence`` (default: the next one);
+        a sequence already in the log returns the original id instead of writing
+        again, a gap raises SequenceGapError (see producer.py)."""
         data, props = check_entry(payload, properties)
+        check_reserved(props)
+        if sequence is not None and self._producer is None:
+            raise InvalidArgumentError("sequence= needs a writer opened with open_writer(producer_id=...)")
         self._check_open()
         while self._buffered_bytes >= self._max_bytes or self._buffered_entries >= self._max_entries:
             self._space.clear()
             await self._space.wait()
             self._check_open()
+        seq = None
+        if self._producer is not None:  # admitted here, with no await until it is queued: call order = sequence order
+            got = self._producer.admit(sequence)
+            if isinstance(got, MessageId):
+                return got
+            if isinstance(got, asyncio.Future):
+                return await asyncio.shield(got)  # a retry of an append still in flight: the same outcome
+            seq = got
+            props[_PID], props[_SEQ] = self._producer.pid, str(seq)
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
-        size = batch.builder.add(data, props or None)
+        self._last_time = max(self._last_time, self.clock())
+        size = batch.builder.add(data, props or None, self._last_time)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         batch.futures.append(fut)
         batch.entries.append((data, props))
+        if seq is not None:
+            batch.seqs.append(seq)
+            batch.epoch = self._producer.epoch  # type: ignore[union-attr]
+            self._producer.pending[seq] = fut  # type: ignore[union-attr]
+            # a caller that gives up (timeout, cancel) must not cancel the outcome its retry will wait for
+            fut.add_done_callback(_retrieved)
+            fut = asyncio.shield(fut)
         self._buffered_bytes += size
         self._buffered_entries += 1
         if batch.builder.payload_bytes >= self._block_limit:
@@ -267,6 +353,8 @@ class LogWriter:
                 return b
             if self._closing and self._open is None and not self._sealed and not self._retry:
                 return None
+            if self._roll_off and self._open is None and not self._inflight:
+                return _ROLL_OFF  # idle: nothing is buffered or in flight
             self._wake.clear()
             timeout = None
             if self._open is not None:
@@ -290,6 +378,10 @@ class LogWriter:
                 batch = await self._next_batch()
                 if batch is None:
                     break
+                if batch is _ROLL_OFF:
+                    batch = None
+                    seg = await self._seal_idle(seg)
+                    continue
                 if seg.broken:
                     self._put_back(batch)
                     batch = None
@@ -316,6 +408,10 @@ class LogWriter:
                     self._put_back(batch)
                     batch = None
                     continue
+                if self._producer is not None and batch.seqs and batch.epoch != self._producer.epoch:
+                    self._fail_batch(batch, self._producer.error)  # held across a failure of an earlier one
+                    batch = None
+                    continue
                 header = batch.builder.header(seg.next_block, seg.next_entry)
                 seg.next_block += 1
                 seg.next_entry += batch.builder.count
@@ -330,6 +426,24 @@ class LogWriter:
             self._fail(e, batch)
         finally:
             self._ack_wake.set()
+
+    async def _seal_idle(self, seg: _Segment) -> _Segment:
+        """Seal ``seg`` (idle, its ensemble names a leaving LogStore) and open
+        the next segment on an ensemble without it.  A failure half-way leaves
+        ``seg`` broken: the next append finishes the roll (the broken path)."""
+        self._roll_off = False
+        if seg.broken or seg.completed:
+            return seg
+        try:
+            await self._complete(seg)
+            return await self._next_segment(seg)
+        except (WriterFencedError, LogNotFoundError):
+            raise
+        except LogstoreError as e:
+            log.warning("log %r: sealing segment %d off a leaving LogStore failed (%r); the next append retries",
+                        self._h.name, seg.id, e)
+            seg.broken = True
+            return seg
 
     async def _fail_for_now(self, error: LogstoreError) -> None:
         """The appends waiting now fail with ``error`` (typed); the writer stays
@@ -387,7 +501,7 @@ class LogWriter:
         within its append deadline: then it fails now with ``error``."""
         batch.attempts += 1
         late = (self._budget is not None and batch.expired(time.monotonic(), self._budget, self._attempt_time)
-                or batch.attempts > 3)
+                or batch.attempts > 3 or self._producer is not None and batch.epoch != self._producer.epoch)
         if late or own_failure and not isinstance(error, QuorumUnavailableError):
             self._fail_batch(batch, error)
         else:
@@ -403,17 +517,19 @@ class LogWriter:
 
     def _fail_pending(self, error: BaseException) -> None:
         """Fail every batch not yet sent (the writer itself stays usable)."""
-        for b in list(self._retry) + list(self._sealed) + ([self._open] if self._open else []):
-            self._fail_batch(b, error)
+        pending = list(self._retry) + list(self._sealed) + ([self._open] if self._open else [])
         self._retry.clear()
         self._sealed.clear()
         self._open = None
+        for b in pending:
+            self._fail_batch(b, error)
 
     async def _upload(self, seg: _Segment, header: BlockHeader, batch: _Batch) -> BlockRef:
         delay = self._retry_interval
         for attempt in range(1, self._retries + 1):
             try:
-                return await seg.store.write_block(header, batch.builder.pieces, batch.entries)
+                return await seg.store.write_block(header, batch.builder.pieces, batch.entries,
+                                                   times=batch.builder.times)
             except (StorageError, OSError) as e:
                 if self._local and (isinstance(e, StorageFullError) or getattr(e, "errno", 0) == 28):
                     raise  # a full local disk does not empty itself in seconds: say so at once
@@ -468,6 +584,8 @@ class LogWriter:
                 continue
             seg.blocks.append(ref)
             seg.store.acked(ref.last_entry_id)
+            if self._producer is not None:
+                self._producer.acked(batch.seqs, seg.id, header.first_entry_id)
             for k, fut in enumerate(batch.futures):
                 if not fut.done():
                     fut.set_result(MessageId(seg.id, header.first_entry_id + k))
@@ -486,6 +604,11 @@ class LogWriter:
             if not fut.done():
                 fut.set_exception(_copy_error(error))
         self._release(batch)
+        if self._producer is not None and batch.seqs and self._producer.failed(batch.seqs, batch.futures, batch.epoch,
+                                                                              error):
+            # later sequences must not land after a hole: fail every batch not yet
+            # sent now; those in flight fail when they come back for a re-send
+            self._fail_pending(error)
 
     def _fail(self, error: BaseException, batch: _Batch | None = None) -> None:
         """Stop the writer: this batch and every later one fail with ``error``."""
@@ -531,6 +654,8 @@ class LogWriter:
             raise WriterFencedError(f"log {h.name!r}: segment {seg.id} was completed by another writer")
         else:
             meta.create_time, meta.quorum = current.value.create_time, current.value.quorum
+            # nothing is in flight: the table is exactly the producers' state at the segment's end
+            meta.producers = with_end(current.value.producers, self._producer_id or "", self._pruned_producers())
             try:
                 await h.meta.update_segment(h.name, meta, seg.rev)
             except ConcurrentUpdateError:
@@ -576,6 +701,12 @@ class LogWriter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _retrieved(fut: asyncio.Future) -> None:
+    """Mark a shielded outcome seen, so one no caller waits for any more is not logged as lost."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _copy_error(e: BaseException) -> BaseException:

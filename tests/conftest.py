@@ -4,7 +4,7 @@ names `make components`), started once per session by the harness, and
 per-test configurations isolated by a unique etcd root and storage prefix.
 
 Markers (pyproject.toml): ``slow`` — crash cycles, power cuts, property
-tests; ``cluster`` — needs a Go-built component (MinIO, etcd 3.6, the
+tests; ``cluster`` — needs a Go-built component (MinIO, etcd 3.6, Woodpecker, the
 Kubernetes control plane, kwok).  Tests that reach one through a fixture (or a
 ``minio`` parameter) are marked ``cluster`` at collection, and
 ``make_config("minio")`` fails a test that is not — so ``make test-quick``
@@ -45,7 +45,8 @@ def etcd(workdir):
     server.stop()
 
 
-BUILT_FIXTURES = {"s3", "service_cluster", "minio", "k8s_cluster", "etcd36"}  # need a Go-built component
+BUILT_FIXTURES = {"s3", "service_cluster", "minio", "k8s_cluster", "etcd36",  # need a Go-built component
+                  "wp", "wpctl_bin", "woodpecker_bin", "woodpecker_logstores"}  # the real Woodpecker (tests/interop)
 
 
 _MINIO_CALL = re.compile(r"""make_config\(\s*["']minio["']""")

@@ -1,5 +1,5 @@
 """Build the real components the tests run (Kubernetes control plane, kubectl,
-etcd 3.6, kwok, MinIO, toxiproxy) from their Go modules, into a version-keyed cache.
+etcd 3.6, kwok, MinIO, toxiproxy, Woodpecker) from their Go modules, into a version-keyed cache.
 
 Why from Go modules: this workplace reaches the Go module proxy but no
 release downloads or container registries, and Debian's builds are too old
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .procs import cache_dir
+from .procs import ComponentMissing, cache_dir
 
 #: e2e/cluster holds versions.env and the wrapper modules (go/<module>/go.mod).
 CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
@@ -99,6 +99,11 @@ def _toxiproxy_ldflags(v: dict[str, str]) -> list[str]:
     return [f"-X github.com/Shopify/toxiproxy/v2.Version={v['TOXIPROXY_VERSION']}"]
 
 
+#: Modules the Go checksum database has no entry for (Woodpecker v0.1.35 answers 404 there):
+#: verified against the committed go.sum only.
+GONOSUMDB = "github.com/zilliztech/woodpecker"
+
+
 @dataclass(frozen=True)
 class Component:
     name: str                 # binary prefix in the cache: <name>-<version>
@@ -108,6 +113,9 @@ class Component:
     version_key: str          # key in versions.env ("" for our own source)
     ldflags: Callable[[dict[str, str]], list[str]] = lambda v: []
     root: Path = CLUSTER_DIR / "go"  # where the module dir lives
+    #: our own main package inside the wrapper module (e.g. wpctl): the cache key is the
+    #: upstream pin plus a hash of our source, so editing it rebuilds it
+    own_source: bool = False
 
     @property
     def module_dir(self) -> Path:
@@ -121,10 +129,12 @@ class Component:
     def version(self, v: dict[str, str]) -> str:
         if self.local:
             return "src-" + _source_hash(self.module_dir)
+        if self.own_source:
+            return f"{v[self.version_key]}-src-{_source_hash(self.module_dir)}"
         return v[self.version_key]
 
     def upstream_version(self, v: dict[str, str]) -> str:
-        return self.version(v)
+        return v[self.version_key] if self.own_source else self.version(v)
 
     def binary(self, v: dict[str, str]) -> Path:
         return cache_dir() / "bin" / f"{self.name}-{self.version(v)}"
@@ -154,6 +164,12 @@ COMPONENTS: list[Component] = [
     # toxiproxy-server: the fault-injection suite's userspace proxy (tests/faults/).
     Component("toxiproxy", "toxiproxy", "github.com/Shopify/toxiproxy/v2", "github.com/Shopify/toxiproxy/v2/cmd/server",
               "TOXIPROXY_VERSION", _toxiproxy_ldflags),
+    # The real Woodpecker (tests/interop/): its LogStore server (`woodpecker server ...`) and wpctl,
+    # our small CLI over its client (write/read/tail/bench; wrapper module e2e/cluster/go/woodpecker).
+    Component("woodpecker", "woodpecker", "github.com/zilliztech/woodpecker", "github.com/zilliztech/woodpecker/cmd",
+              "WOODPECKER_VERSION"),
+    Component("wpctl", "woodpecker", "github.com/zilliztech/woodpecker", "picchio.local/e2e/cluster/woodpecker/wpctl",
+              "WOODPECKER_VERSION", own_source=True),
     _k8s("kube-apiserver"),
     _k8s("kube-controller-manager"),
     _k8s("kube-scheduler"),
@@ -176,6 +192,7 @@ COMPONENTS: list[Component] = [
 GROUPS: dict[str, list[str]] = {
     "kubernetes": ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
     "cluster": ["etcd", "kwok", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"],
+    "interop": ["etcd", "minio", "woodpecker", "wpctl"],  # tests/interop: the real Woodpecker beside picchio
     "node": ["kubelet", "kubeadm", "kube-proxy"],
     # Everything the offline kind node image (e2e/kind/node-image.sh) needs.
     "kind": ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
@@ -184,7 +201,15 @@ GROUPS: dict[str, list[str]] = {
 }
 
 
-class MissingComponent(RuntimeError):
+#: Only the kind stage (`make kind-image`, `make e2e-kind`) uses these: `make test` and
+#: `make demo` never build them (the node image is the only consumer).
+KIND_ONLY = {"kubelet", "kubeadm", "kube-proxy", "kind", "coredns", "local-path-provisioner", "crictl",
+             "pause", "kindnetd"}
+#: What `make test` builds: everything the tests below tests/ start, i.e. all but the kind-only pieces.
+GROUPS["test"] = [c.name for c in COMPONENTS if c.name not in KIND_ONLY]
+
+
+class MissingComponent(ComponentMissing):
     """A component the caller needs has not been built yet."""
 
 
@@ -229,6 +254,7 @@ def go_env() -> dict[str, str]:
         "CGO_ENABLED": "0",
         "GOFLAGS": "-mod=mod",
         "GOTOOLCHAIN": "local",
+        "GONOSUMDB": ",".join(x for x in (os.environ.get("GONOSUMDB"), GONOSUMDB) if x),
     })
     return env
 
@@ -286,23 +312,26 @@ def sync_module(comp: Component, versions: dict[str, str], group: list[Component
         edits = [f"-replace={m}={m}@{minor}" for m in staging_modules(want)]
         _run([go, "mod", "edit", *edits], mdir, 60)
     for c in group:
-        _run([go, "mod", "edit", f"-tool={c.package}"], mdir, 60)
+        if not c.own_source:  # our own packages live in the module itself
+            _run([go, "mod", "edit", f"-tool={c.package}"], mdir, 60)
     _run([go, "mod", "tidy"], mdir, 3600)
 
 
 class _Heartbeat:
-    """Prints 'still building' every minute: a cold control-plane build is
-    silent for 20+ minutes otherwise, which looks like a hang."""
+    """Prints 'still building' every 30 s, next to how long the last build of
+    it took here: a cold control-plane build is silent for 20+ minutes
+    otherwise, which looks like a hang."""
 
-    def __init__(self, label: str, every: float = 60.0) -> None:
+    def __init__(self, label: str, every: float = 30.0, expected: float | None = None) -> None:
         self.label, self.every = label, every
+        self.hint = f" (last build here: {expected:.0f}s)" if expected else ""
         self._stop = threading.Event()
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            print(f"  ... {self.label}: {time.monotonic() - self._t0:.0f}s", flush=True)
+            print(f"  ... {self.label}: {time.monotonic() - self._t0:.0f}s{self.hint}", flush=True)
 
     def __enter__(self) -> "_Heartbeat":
         self._thread.start()
@@ -322,7 +351,7 @@ def build(comp: Component, versions: dict[str, str]) -> float:
     argv = [go_binary(), "build", "-p", PARALLELISM, "-trimpath", "-ldflags", ldflags,
             "-o", str(tmp), comp.package]
     t0 = time.monotonic()
-    with _Heartbeat(f"{comp.name} {comp.version(versions)}"):
+    with _Heartbeat(f"{comp.name} {comp.version(versions)}", expected=last_build_seconds(comp.name)):
         _run(argv, mdir, 4 * 3600)
     os.replace(tmp, out)  # atomic: a half-written binary is never found
     return time.monotonic() - t0
@@ -333,6 +362,17 @@ def _record(name: str, version: str, seconds: float) -> None:
     log = cache_dir() / "build-times.tsv"
     with open(log, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{name}\t{version}\t{seconds:.1f}\n")
+
+
+def last_build_seconds(name: str) -> float | None:
+    """How long the newest recorded build of ``name`` took (build-times.tsv),
+    so a build can say how long to expect instead of going silent."""
+    try:
+        rows = [ln.split("\t") for ln in (cache_dir() / "build-times.tsv").read_text().splitlines()]
+    except OSError:
+        return None
+    secs = [float(r[3]) for r in rows if len(r) == 4 and r[1] == name]
+    return secs[-1] if secs else None
 
 
 def select(only: list[str] | None) -> list[Component]:
@@ -353,7 +393,7 @@ def select(only: list[str] | None) -> list[Component]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m picchio_harness.build", description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", metavar="NAME",
-                    help="component or group (kubernetes, cluster); repeatable")
+                    help="component or group (kubernetes, cluster, test, kind); repeatable")
     ap.add_argument("--list", action="store_true", help="print each binary path and whether it is built")
     args = ap.parse_args(argv)
     versions = read_versions()
@@ -375,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
             group = [x for x in COMPONENTS if x.module == c.module]
             sync_module(c, versions, group)
             synced.add(c.module)
-        print(f"[build] {c.name} {c.version(versions)} -> {c.binary(versions)}", flush=True)
+        last = last_build_seconds(c.name)
+        print(f"[build] {c.name} {c.version(versions)} -> {c.binary(versions)} "
+              f"({f'last build here took {last:.0f}s' if last else 'no earlier build recorded here'})", flush=True)
         build(c, versions)
         secs = time.monotonic() - t0
         _record(c.name, c.version(versions), secs)

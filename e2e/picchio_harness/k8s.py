@@ -19,7 +19,6 @@ state file ``<workdir>/cluster.json`` records them so another process
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import ssl
@@ -30,10 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from logstore.dev.state import write_state_file
+
 from .build import component_binary
 from .etcd import EtcdServer, etcd36_binary, start_etcd
 from .pki import CertificateAuthority, CertPair, service_account_keys, write_kubeconfig
-from .procs import Proc, free_port, pid_runs, stop_pid
+from .procs import Proc, free_port
 
 STATE_FILE = "cluster.json"
 SERVICE_CIDR = "10.96.0.0/16"   # allocation only; nothing routes to it
@@ -105,9 +106,7 @@ class LocalCluster:
 
     def write_state(self) -> Path:
         path = self.workdir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state(), indent=2))
-        os.replace(tmp, path)
+        write_state_file(path, self.state())
         return path
 
     def detach(self) -> None:
@@ -305,33 +304,3 @@ def _bootstrap(cluster: LocalCluster, nodes: int, timeout: float) -> None:
         poll("service account default/default", default_sa, timeout)
     finally:
         api.close()
-
-
-# --- detached use (CLI) -----------------------------------------------------
-
-def read_state_file(path: Path) -> dict[str, Any] | None:
-    """A state file's record, or None if it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def state_alive(state: dict[str, Any]) -> bool:
-    """All recorded processes still run (same PID, same program)."""
-    procs = state.get("processes") or []
-    return bool(procs) and all(pid_runs(p["pid"], p.get("exe")) for p in procs)
-
-
-def stop_from_state(workdir: Path, state_file: str = STATE_FILE) -> list[str]:
-    """Stop the processes a state file records (reverse order: etcd is first
-    in the list, so it goes last).  Returns the names that were running."""
-    path = workdir / state_file
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    stopped = [p["name"] for p in reversed(state.get("processes") or [])
-               if stop_pid(p["pid"], p.get("exe"))]
-    path.unlink(missing_ok=True)
-    return stopped

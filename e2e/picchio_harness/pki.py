@@ -104,6 +104,19 @@ class CertificateAuthority:
         return pair
 
 
+def minio_certs_dir(directory: Path, ca: CertificateAuthority, server: CertPair) -> Path:
+    """The ``--certs-dir`` MinIO serves https from: ``public.crt``/``private.key``
+    (``server``) and ``CAs/ca.crt`` (the issuing CA, which the harness's
+    readiness check trusts)."""
+    import shutil
+
+    (directory / "CAs").mkdir(parents=True, exist_ok=True)
+    shutil.copy(server.cert, directory / "public.crt")
+    shutil.copy(server.key, directory / "private.key")
+    shutil.copy(ca.pair.cert, directory / "CAs" / "ca.crt")
+    return directory
+
+
 def service_account_keys(directory: Path) -> CertPair:
     """The key pair service-account tokens are signed with (controller-manager,
     API server) and verified by (API server).  ``cert`` holds the public key."""

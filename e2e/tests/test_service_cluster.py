@@ -346,6 +346,52 @@ def test_scale_and_rolling_config_change_keep_the_ack_quorum(cluster) -> None:
     assert len(read_back(run_job(["read", "after-roll"]))) == 20
 
 
+def test_scale_down_decommissions_under_a_writer_job(cluster) -> None:
+    """4 → 3 while a writer Job appends: the StatefulSet stays at 4 until the
+    leaving LogStore (wal-server-3) holds nothing outside object storage, the
+    writer sees no error, everything acknowledged reads back, and the PVC of
+    ordinal 3 goes (spec.storage.pvcRetention defaults to Delete)."""
+    n = 600
+    job = start_job(["write", "shrink", str(n), "--prefix", "shrink", "--interval", "0.02", "--deadline", "280"])
+    wait_for("the writer has acknowledged entries", lambda: len(acked(job_logs(job))) >= 50, timeout=120, interval=1)
+    waiting: list[int] = []  # resourceVersions of statuses saying the LogStore still holds something
+    lowered: list[int] = []  # ... of the StatefulSet at 3 replicas
+
+    def on_wpc(_type: str, o: dict) -> None:
+        if condition(o, "ScalingDown").get("reason") == "Decommissioning":
+            waiting.append(int(o["metadata"]["resourceVersion"]))
+
+    def on_sts(_type: str, o: dict) -> None:
+        if o["spec"]["replicas"] == 3:
+            lowered.append(int(o["metadata"]["resourceVersion"]))
+    wpc_watch, sts_watch = KubectlWatch("wpc", on_wpc, name=NAME), KubectlWatch("statefulset", on_sts, name=STS)
+    try:
+        wait_for("the watches' initial state", lambda: wpc_watch.count and sts_watch.count, timeout=60)
+        assert not lowered
+        t0 = time.monotonic()
+        kubectl("scale", f"wpc/{NAME}", "-n", TEST_NS, "--replicas=3")
+        done = wait_for("ScaleDownComplete", lambda: (lambda w: w if condition(w, "ScalingDown").get("reason") ==
+                                                      "ScaleDownComplete" else None)(wpc()), timeout=240, interval=1)
+        seconds = time.monotonic() - t0
+    finally:
+        wpc_watch.stop()
+        sts_watch.stop()
+    # one etcd behind both objects: resourceVersions order the writes
+    assert waiting and lowered and max(waiting) < min(lowered), (waiting, lowered)
+    print(kubectl("describe", "wpc", NAME, "-n", TEST_NS).stdout)
+    assert get("statefulset", STS)["spec"]["replicas"] == 3 and not done["status"].get("scaleDown")
+    wait_for("the PVC of wal-server-3 deleted", lambda: get("pvc", f"data-{STS}-3") is None, timeout=120)
+    w = wait_job(job, timeout=300, ok=False)
+    ids = acked(w)
+    m = re.search(r"^DONE acked=(\d+) errors=(\d+)$", w, re.MULTILINE)
+    assert m and (int(m.group(1)), int(m.group(2))) == (n, 0), w[-3000:]
+    reads = read_back(run_job(["read", "shrink"]))
+    assert [p for _, p in reads] == [f"shrink-{i:06d}" for i in range(n)]
+    assert all(dict((p, i) for i, p in reads)[p] == i for p, i in ids.items())
+    print(f"scale-down 4 -> 3 under a writer Job: {seconds:.0f}s, 0 errors, {n} acked, 0 lost")
+    wait_cluster_ready(3, timeout=120)
+
+
 def test_deleting_everything_follows_the_deletion_policies(cluster) -> None:
     # a Retain log of an existing log, and the Delete log from the retention test
     apply({"apiVersion": "picchio.dev/v1alpha1", "kind": "WoodpeckerLog",

@@ -14,6 +14,8 @@ Raw and picchio run in alternating slices so that the drift of a noisy machine
 hits both sides alike.
 - ``bench tail``: how long after its ack an entry reaches a reader in the same
   process and in another process.
+- ``bench gc``: ``collect_garbage`` over many logs vs raw S3 batch deletes
+  (see ``bench_gc``).
 
 Without ``--config`` the bench starts its own etcd (and S3 server, and LogStores)
 on loopback.
@@ -34,6 +36,7 @@ from typing import Any, Iterator
 
 from .. import LATEST, Client, Config
 from ..config import parse_size
+from .bench_gc import add_gc_parser, bench_gc, bench_orphans
 
 
 def add_bench_parser(sub: Any) -> None:
@@ -51,6 +54,7 @@ def add_bench_parser(sub: Any) -> None:
     t.add_argument("--entries", type=int, default=200)
     t.add_argument("--interval", type=float, default=0.01, help="seconds between appends")
     t.add_argument("--dir")
+    add_gc_parser(bsub)
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -96,8 +100,8 @@ def _components_in(args: argparse.Namespace, backend: str, workdir: Path) -> Ite
     if args.config:
         yield Config.from_yaml(args.config).with_values(overrides)
         return
-    from picchio_harness.etcd import start_etcd
-    from picchio_harness.s3 import start_s3
+    from ..dev.etcd import start_etcd
+    from ..dev.s3 import start_s3
 
     started: list[Any] = [start_etcd(workdir)]
     overrides["etcd.endpoints"] = [started[0].endpoint]
@@ -109,7 +113,7 @@ def _components_in(args: argparse.Namespace, backend: str, workdir: Path) -> Ite
                               "minio.secretAccessKey": s3.secret_key, "minio.bucketName": "picchio-bench",
                               "minio.createBucket": True})
         if backend == "service":
-            from picchio_harness.logstores import start_logstores, wait_registered
+            from ..dev.logstores import start_logstores, wait_registered
             cfg = Config(overrides)
             started += start_logstores(workdir / "logstores", cfg.to_dict(), 3)
             wait_registered(cfg.meta_prefix, started[0].endpoint, 3)
@@ -319,6 +323,9 @@ async def _bench_tail(cfg: Config, entries: int, interval: float, cfg_path: Path
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "append":
         out = _bench_append(args)
+    elif args.bench in ("gc", "orphans"):
+        with _components(args, args.backend) as cfg:
+            out = (bench_gc if args.bench == "gc" else bench_orphans)(args, cfg)
     else:
         with _components(args, args.backend) as cfg:
             with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:

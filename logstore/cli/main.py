@@ -12,7 +12,10 @@ import sys
 from typing import Any
 
 from .. import EARLIEST, LATEST, Client, Config, LogstoreError, MessageId
+from ..dev.procs import ComponentMissing
 from ..errors import InvalidArgumentError
+from ..redact import config_secrets, redact
+from ..seek import format_time, parse_time
 from ..writer import check_entry
 
 
@@ -42,12 +45,22 @@ def _props(items: list[str] | None) -> dict[str, str] | None:
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    """Rows as a terminal table (rich), never wrapped or cut: a pipe into grep
+    or awk gets whole values, one row a line."""
     if not rows:
         return "(none)"
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in cols)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for c in cols:
+        t.add_column(c.upper(), no_wrap=True, overflow="ignore")
+    for r in rows:
+        t.add_row(*(str(r.get(c, "")) for c in cols))
+    con = Console(width=1_000_000, color_system=None, highlight=False)
+    with con.capture() as cap:
+        con.print(t)
+    return "\n".join(ln.rstrip() for ln in cap.get().splitlines())
 
 
 def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
@@ -66,18 +79,22 @@ async def _log_cmd(args: argparse.Namespace) -> int:
             _emit(args, names, "\n".join(names) if names else "(no logs)")
         elif verb == "stat":
             h = await c.open_log(args.name)
-            segs = [s.as_dict() for s in await h.segments()]
+            segs = [s.as_dict() for s in await h.segments(times=True)]
             data = {"name": h.name, "logId": h.log_id, "lastId": str(await h.last_id() or ""),
                     "truncatedId": str(await h.truncated_id() or ""), "segments": segs,
                     "bytes": sum(s["size"] for s in segs)}
             human = (f"log {h.name} (id {h.log_id}) last={data['lastId'] or '-'} truncated={data['truncatedId'] or '-'} "
-                     f"bytes={data['bytes']}\n" + _table(segs, ["id", "state", "first_entry_id", "last_entry_id", "size"]))
+                     f"bytes={data['bytes']}\n" + _table([{**s, "first_time": format_time(s["first_time"]),
+                                                              "last_time": format_time(s["last_time"])} for s in segs],
+                                                            ["id", "state", "first_entry_id", "last_entry_id", "size",
+                                                             "first_time", "last_time"]))
             _emit(args, data, human)
         elif verb == "append":
             return await _append(args, c)
         elif verb in ("read", "tail"):
             h = await c.open_log(args.name)
-            r = await h.open_reader(_position(args.start))
+            r = await (h.open_reader(at=args.from_time) if args.from_time is not None
+                       else h.open_reader(_position(args.start)))
             n = 0
             while args.count is None or n < args.count:
                 try:
@@ -102,6 +119,14 @@ async def _log_cmd(args: argparse.Namespace) -> int:
             rep = await h.collect_garbage(dry_run=args.dry_run)
             what = "would delete" if rep.dry_run else "deleted"
             _emit(args, rep.as_dict(), f"{what} segments {rep.segments or '[]'}: {rep.objects} objects, {rep.bytes} bytes")
+        elif verb == "orphans":
+            from ..orphans import scan_orphans
+            rep = await scan_orphans(c, args.grace, delete=args.delete)
+            _emit(args, rep.as_dict(), f"scanned {rep.scanned} objects: {rep.objects} orphans ({rep.bytes} bytes"
+                  f"{f', {rep.deleted} deleted' if args.delete else ''}), {rep.young} unreferenced within the grace "
+                  f"period, {rep.foreign} foreign; {len(rep.missing_segments)} segments missing their objects"
+                  + "".join(f"\n  missing {m}" for m in rep.missing_segments)
+                  + "".join(f"\n  orphan {k}" for k in rep.examples))
         elif verb == "delete":
             n, b = await c.delete_log(args.name)
             _emit(args, {"deleted": args.name, "objects": n, "bytes": b}, f"deleted log {args.name}: {n} objects, {b} bytes")
@@ -134,9 +159,16 @@ async def _append(args: argparse.Namespace, c: Client) -> int:
     one fails, so nothing is written unreported."""
     payloads = _payloads(args)
     props = _props(args.prop)
+    if args.sequence is not None and args.producer_id is None:
+        raise InvalidArgumentError("--sequence needs --producer-id")
     h = await c.open_log(args.name)
-    w = await h.open_writer()
-    results = await asyncio.gather(*(w.append(p, props) for p in payloads), return_exceptions=True)
+    w = await h.open_writer(producer_id=args.producer_id)
+    seqs: list[int | None] = [None] * len(payloads)
+    if args.producer_id is not None:
+        first = w.last_sequence + 1 if args.sequence is None else args.sequence
+        seqs = list(range(first, first + len(payloads)))
+    results = await asyncio.gather(*(w.append(p, props, sequence=s) for p, s in zip(payloads, seqs)),
+                                   return_exceptions=True)
     close_error: BaseException | None = None
     try:
         await w.close()
@@ -164,6 +196,13 @@ def _timeout(text: str) -> float:
     return v
 
 
+def _time(text: str) -> int:
+    try:
+        return parse_time(text)
+    except InvalidArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="picchio", description="picchio: a cloud-native write-ahead log")
     ap.add_argument("--config", "-c", help="woodpecker.yaml-style configuration file")
@@ -181,10 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data")
     p.add_argument("--file")
     p.add_argument("--prop", action="append", metavar="KEY=VALUE")
+    p.add_argument("--producer-id", help="idempotent: entries are stamped with this producer's sequences, and a "
+                   "re-run with the same sequences returns the stored ids instead of appending again")
+    p.add_argument("--sequence", type=int, metavar="N",
+                   help="sequence of the first entry (the next ones follow); default: last_sequence + 1")
     for verb in ("read", "tail"):
         p = lsub.add_parser(verb)
         p.add_argument("name")
-        p.add_argument("--from", dest="start", default="earliest", help="earliest | latest | SEG:ENTRY")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--from", dest="start", default="earliest", help="earliest | latest | SEG:ENTRY")
+        where.add_argument("--from-time", dest="from_time", type=_time, metavar="TIME",
+                           help="the first entry appended at or after TIME: ISO 8601 with a zone "
+                                "(2026-11-29T10:00:00Z) or unix epoch milliseconds")
         p.add_argument("--count", type=int)  # (negative: argparse accepts; the loop reads none)
         p.add_argument("--timeout", type=_timeout, default=1.0, help="read: stop after this long without entries")
     p = lsub.add_parser("truncate", help="truncate up to and including SEG:ENTRY")
@@ -193,9 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = lsub.add_parser("gc", help="delete segments at or below the truncation point")
     p.add_argument("name")
     p.add_argument("--dry-run", action="store_true")
+    p = lsub.add_parser("orphans", help="stored objects no log or segment knows, and segments whose objects "
+                                        "are gone (every log of the keyspace)")
+    p.add_argument("--delete", action="store_true", help="delete the orphan objects (default: report only)")
+    p.add_argument("--grace", type=_timeout, default=3600.0,
+                   help="seconds: younger unreferenced objects may belong to a writer at work (default 3600)")
 
     from .bench import add_bench_parser
     add_bench_parser(sub)
+    from .config_cmd import add_config_parser
+    add_config_parser(sub)
     sub.add_parser("dev", help="local real components (etcd, MinIO, Kubernetes) for development", add_help=False)
     sub.add_parser("operator", help="the Kubernetes operator (picchio operator run)", add_help=False)
     sub.add_parser("logstore", help="the LogStore server (service mode)", add_help=False)
@@ -212,27 +266,47 @@ def main(argv: list[str] | None = None) -> int:
         return _passthrough(argv[i], argv[:i], argv[i + 1:])
     args = build_parser().parse_args(argv)
     try:
-        if args.cmd == "log":
-            return asyncio.run(_log_cmd(args))
-        if args.cmd == "bench":
-            from .bench import run_bench
-            return run_bench(args)
-    except LogstoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _run(args)
+    except BrokenPipeError:  # `picchio … | head`: the reader has gone, which is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
+    except Exception as e:  # noqa: BLE001 - a user never gets a traceback (PICCHIO_DEBUG=1 shows it)
+        if os.environ.get("PICCHIO_DEBUG") and not isinstance(e, (LogstoreError, ComponentMissing)):
+            raise
+        # the last line of defence: whatever the error text, the configuration's secrets never reach stderr
+        msg = redact(str(e), _secrets(args))
+        prefix = "" if isinstance(e, (LogstoreError, ComponentMissing)) else f"unexpected {type(e).__name__}: "
+        suffix = "" if prefix == "" else " (PICCHIO_DEBUG=1 shows the traceback)"
+        print(f"error: {prefix}{msg}{suffix}", file=sys.stderr)
+        return 2 if isinstance(e, ComponentMissing) else 1
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001 - a user never gets a traceback; PICCHIO_DEBUG=1 shows it
-        if os.environ.get("PICCHIO_DEBUG"):
-            raise
-        print(f"error: unexpected {type(e).__name__}: {e} (PICCHIO_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+
+
+def _secrets(args: argparse.Namespace) -> list[str]:
+    """The secrets of the configuration this command used (file + environment), if it loads."""
+    try:
+        return config_secrets(_load_config(getattr(args, "config", None) or getattr(args, "file", None)))
+    except Exception:  # noqa: BLE001 - an unloadable config has no secrets we could know of
+        return []
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the verb; errors propagate to :func:`main`, which prints them redacted."""
+    if args.cmd == "log":
+        return asyncio.run(_log_cmd(args))
+    if args.cmd == "config":
+        from .config_cmd import run_config
+        return run_config(args)
+    if args.cmd == "bench":
+        from .bench import run_bench
+        return run_bench(args)
     return 2
 
 
 def _passthrough(group: str, head: list[str], rest: list[str]) -> int:
     if group == "dev":
-        from picchio_harness.cli import main as dev_main
+        from ..dev.cli import main as dev_main
         return dev_main(rest)
     if group == "operator":
         if not rest or rest[0] != "run":

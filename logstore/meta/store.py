@@ -16,10 +16,13 @@ from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import aetcd
 
-from ..config import Config, split_endpoint
-from ..errors import ConcurrentUpdateError, LogExistsError, LogNotFoundError, MetadataError
+from ..config import Config
+from ..errors import ConcurrentUpdateError, ConfigError, LogExistsError, LogNotFoundError, MetadataError
+from ..redact import config_secrets, redact
 from ..proto import LogMeta, SegmentMetadata, encode_version
+from .etcdconn import EtcdTLS, open_client, quiet_close
 from .keys import Keys
+from .prefix import PrefixChoice, effective_prefix
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,38 +40,59 @@ class Versioned(Generic[T]):
 class MetaStore:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.keys = Keys(config.meta_prefix)
+        self.keys = Keys(config.meta_prefix)  # until connect() applies the legacy-prefix rule
+        self.prefix_choice: PrefixChoice | None = None
         self._timeout = config["etcd.requestTimeout"]
         self._endpoints = list(config["etcd.endpoints"])
         self._client: aetcd.Client | None = None
 
     # -- connection --------------------------------------------------------
-    async def connect(self) -> None:
+    async def connect(self, init_keyspace: bool = True) -> None:
+        """Connect to the first endpoint that answers (over TLS where
+        ``etcd.ssl.*`` or an ``https://`` endpoint says so), apply the
+        legacy-prefix rule, and (unless told not to: ``picchio config check``
+        only looks) create the keyspace's root keys if they are missing.
+        Each endpoint gets ``etcd.requestTimeout``; a TLS file that cannot be
+        read is a ConfigError before anything is dialled."""
         errors = []
+        tls = EtcdTLS.from_config(self.config)
+        if any(tls.uses_tls(ep) for ep in self._endpoints):
+            tls.check()
         for ep in self._endpoints:
-            host, port = split_endpoint(ep, "etcd.endpoints")
-            client = aetcd.Client(
-                host=host, port=port,
-                username=self.config["etcd.username"] or None, password=self.config["etcd.password"] or None,
-                timeout=self._timeout, connect_wait_timeout=max(1, int(self._timeout)),
-            )
             try:
-                async def connect() -> None:
-                    await client.connect()
-                    await client.status()
-                await asyncio.wait_for(connect(), self._timeout)
-            except Exception as e:  # noqa: BLE001 - any failure means: try the next endpoint
-                errors.append(f"{ep}: {e!r}")
-                await _quiet_close(client)
+                client = await open_client(ep, tls=tls, **self._credentials(), timeout=self._timeout)
+            except ConfigError:
+                raise
+            except MetadataError as e:
+                errors.append(f"{ep}: {e}")
+                continue
+            except Exception as e:  # noqa: BLE001 - any failure (timeouts included) means: try the next endpoint
+                errors.append(f"{ep}: {type(e).__name__}: {e}" if str(e) else f"{ep}: {type(e).__name__}")
                 continue
             self._client = client
-            await self.init_keyspace()
+            self.prefix_choice = await effective_prefix(client, self.config.meta_prefix, self._timeout)
+            self.keys = Keys(self.prefix_choice.prefix)
+            if init_keyspace:
+                await self.init_keyspace()
             return
-        raise MetadataError(f"no etcd endpoint reachable ({'; '.join(errors)}); check etcd.endpoints")
+        plain = [ep for ep in self._endpoints if not tls.uses_tls(ep)]
+        hint = ("; if etcd serves TLS, set etcd.ssl.enabled: true (or use https:// endpoints)" if plain
+                else "; check etcd.ssl.tlsCACert, and etcd.ssl.tlsCert/tlsKey if etcd demands client certificates")
+        raise MetadataError(self._redact(f"no etcd endpoint reachable within {self._timeout:g}s each "
+                                         f"({'; '.join(errors)}); check etcd.endpoints{hint}"))
+
+    def _redact(self, text: str) -> str:
+        return redact(text, config_secrets(self.config))
+
+    def _credentials(self) -> dict[str, str | None]:
+        """As in Woodpecker: user and password count only with ``etcd.auth.enabled``."""
+        if not self.config["etcd.auth.enabled"]:
+            return {"username": None, "password": None}
+        return {"username": self.config["etcd.auth.userName"] or None, "password": self.config["etcd.auth.password"] or None}
 
     async def close(self) -> None:
         if self._client is not None:
-            await _quiet_close(self._client)
+            await quiet_close(self._client)
             self._client = None
 
     @property
@@ -89,13 +113,14 @@ class MetaStore:
             except (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError, aetcd.InternalError,
                     asyncio.TimeoutError) as e:
                 if attempt == _RETRIES or time.monotonic() + delay >= deadline:
-                    raise MetadataError(f"etcd {what} failed after {attempt} attempts within "
-                                        f"{self._timeout:g}s (etcd.requestTimeout): {e!r}") from e
-                log.warning("etcd %s failed (attempt %d/%d): %r; retrying", what, attempt, _RETRIES, e)
+                    raise MetadataError(self._redact(f"etcd {what} failed after {attempt} attempts within "
+                                                     f"{self._timeout:g}s (etcd.requestTimeout): {e!r}")) from e
+                log.warning("etcd %s failed (attempt %d/%d): %s; retrying", what, attempt, _RETRIES,
+                            self._redact(repr(e)))
                 await asyncio.sleep(delay)
                 delay *= 2
             except aetcd.ClientError as e:
-                raise MetadataError(f"etcd {what} failed: {e!r}") from e
+                raise MetadataError(self._redact(f"etcd {what} failed: {e!r}")) from e
         raise AssertionError("unreachable")
 
     async def _txn(self, what: str, compare: list, success: list, failure: list | None = None) -> tuple[bool, list]:
@@ -200,6 +225,14 @@ class MetaStore:
         key = self.keys.segment(name, seg_id)
         await self._txn("delete segment", [tx.create(key) > 0], [tx.delete(key)])
 
+    async def delete_segments(self, name: str, seg_ids: list[int], per_txn: int = 100) -> None:
+        """Delete many segment keys, ``per_txn`` to a transaction (etcd refuses
+        more than ``--max-txn-ops``, 128 by default)."""
+        tx = self.client.transactions
+        for i in range(0, len(seg_ids), per_txn):
+            await self._txn("delete segments", [],
+                            [tx.delete(self.keys.segment(name, s)) for s in seg_ids[i:i + per_txn]])
+
     async def raw(self, op: str, *args: Any) -> Any:
         """Escape hatch for tests and tools (e.g. ``raw('get', key)``)."""
         return await self._call(op, lambda: getattr(self.client, op)(*args))
@@ -216,10 +249,3 @@ def _prefix_end(prefix: bytes) -> bytes:
             b[i] += 1
             return bytes(b[: i + 1])
     return b"\0"
-
-
-async def _quiet_close(client: aetcd.Client) -> None:
-    try:
-        await client.close()
-    except Exception:  # noqa: BLE001 - closing a broken channel may raise anything
-        pass

@@ -19,10 +19,12 @@ import grpc
 
 from ..config import Config
 from ..errors import ConfigError, LogstoreError, MetadataError, StorageError
+from ..redact import config_secrets, install as install_redaction, redact
 from ..meta import MetaStore
 from .http import serve_http
 from .identity import load_or_create, lock_data_dir
-from .membership import Registration
+from ..decommission import is_marked
+from .membership import Registration, follow_decommission
 from .metrics import Metrics
 from .service import LogStoreService, generic_handler
 
@@ -112,6 +114,7 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     server.add_generic_rpc_handlers((generic_handler(svc),))
     http = meta = reg = None
+    follower: asyncio.Task | None = None
     lock_fd = -1
     started = False
     try:
@@ -157,15 +160,20 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
         http_port = http.sockets[0].getsockname()[1] if http else 0
         await server.start()
         started = True
+        cfg.warn_inert()
         meta = MetaStore(cfg)
         bound = cfg["etcd.requestTimeout"] + cfg["woodpecker.logstore.registrationTTL"]
         try:
             await asyncio.wait_for(meta.connect(), bound)
             svc.meta = meta
+            # a LogStore restarted while marked as leaving refuses appends from its first registration on
+            svc.decommissioning = await asyncio.wait_for(is_marked(meta, endpoint), bound)
             reg = Registration(meta, node_id, {"nodeId": node_id, "endpoint": endpoint, "instance": svc.instance,
-                                               "zone": cfg["woodpecker.logstore.zone"], "tls": creds is not None},
+                                               "zone": cfg["woodpecker.logstore.zone"], "tls": creds is not None,
+                                               "decommissioning": svc.decommissioning},
                                cfg["woodpecker.logstore.registrationTTL"])
             await asyncio.wait_for(reg.start(), bound)
+            follower = asyncio.create_task(follow_decommission(meta, reg, svc, metrics), name="picchio-decommission")
         except asyncio.TimeoutError:
             raise MetadataError(f"cannot register in etcd ({', '.join(cfg['etcd.endpoints'])}) within "
                                 f"{bound:g}s") from None
@@ -185,6 +193,8 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if follower is not None:
+            follower.cancel()
         if reg is not None:
             await reg.stop()
         await server.stop(grace=5 if started else None)
@@ -217,16 +227,18 @@ def main(argv: list[str]) -> int:
     except LogstoreError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    secrets = config_secrets(cfg)
+    install_redaction(secrets)  # every log line of this process, third-party text included
     try:
         asyncio.run(serve(cfg, args.ready_file))
     except KeyboardInterrupt:
         pass
     except LogstoreError as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {redact(_one_line(e), secrets)}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a LogStore exits with one line, never a traceback
         log.debug("unexpected failure", exc_info=True)
-        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {type(e).__name__}: {redact(_one_line(e), secrets)}", file=sys.stderr)
         return 1
     return 0
 

@@ -33,6 +33,15 @@ class Registration:
         await asyncio.wait_for(client.put(self.key, json.dumps(self.info).encode(), lease=self._lease), self.ttl)
         self.registered = True
 
+    async def update(self, **fields: Any) -> None:
+        """Publish changed fields under the same lease (a re-registration
+        after a lost lease carries them too: ``info`` is kept).  ``info``
+        changes only once etcd has it, so a failed put is tried again."""
+        info = {**self.info, **fields}
+        await asyncio.wait_for(self.meta.client.put(self.key, json.dumps(info).encode(), lease=self._lease),
+                               self.ttl)
+        self.info.update(fields)
+
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
@@ -72,3 +81,31 @@ async def live_logstores(meta: MetaStore) -> list[dict[str, Any]]:
         info.setdefault("nodeId", kv.key[len(prefix):].decode())
         out.append(info)
     return sorted(out, key=lambda i: i["nodeId"])
+
+
+async def follow_decommission(meta: MetaStore, reg: Registration, svc: Any, metrics: Any,
+                              interval: float | None = None) -> None:
+    """Keep ``svc.decommissioning`` equal to this LogStore's mark in etcd
+    (decommission.py), polling every ``interval`` s; each read is bounded by
+    ``etcd.requestTimeout``.  The service refuses appends *before* the
+    registration says so (the operator's acknowledgement), never after.  An
+    unreadable mark keeps the last known state."""
+    from ..decommission import POLL_SECONDS, is_marked
+    endpoint = reg.info["endpoint"]
+    while True:
+        try:
+            on = await is_marked(meta, endpoint)
+        except Exception as e:  # noqa: BLE001 - etcd down: keep the state we know, try again
+            log.warning("reading the decommission mark of %s failed: %r", endpoint, e)
+            on = svc.decommissioning
+        if on != svc.decommissioning:
+            svc.decommissioning = on
+            log.info("decommission mark %s: %s", "set" if on else "removed",
+                     "refusing appends" if on else "accepting appends again")
+        metrics.set("picchio_logstore_decommissioning", 1 if on else 0)
+        if bool(reg.info.get("decommissioning")) != on and reg.registered:
+            try:
+                await reg.update(decommissioning=on)
+            except Exception as e:  # noqa: BLE001 - retried at the next poll
+                log.warning("publishing decommissioning=%s failed: %r", on, e)
+        await asyncio.sleep(interval or POLL_SECONDS)

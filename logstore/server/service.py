@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -25,6 +26,9 @@ from .staged import StagedError, StagedSegment
 
 log = logging.getLogger(__name__)
 _Key = tuple[str, str, int, int]
+
+
+_CODE_NAMES = {v: k for k, v in vars(Code).items() if k.isupper()}  # 1005 → "DISK_FULL" (metric labels)
 
 
 def _ok() -> Status:
@@ -53,6 +57,9 @@ class LogStoreService:
         # fill, queued for the next block or being written.  They count against the limits, or a replica
         # that lags (or receives a burst) accepts them all at one reading and jumps past the hard limit.
         self.accepted = 0
+        # set while this LogStore is marked as leaving (decommission.py): appends are refused with
+        # Code.DECOMMISSIONING so writers roll to an ensemble without it; everything else is served
+        self.decommissioning = False
         # staged bytes of segments on disk that no request has opened since this process started:
         # they count against the budget as soon as the LogStore starts, not once a request touches them
         self._on_disk: dict[Path, int] = self._scan_staged() if self.max_bytes else {}
@@ -105,6 +112,11 @@ class LogStoreService:
         u = self.disk_usage() + self._ratio(self.accepted)
         self.metrics.set("picchio_logstore_disk_usage_ratio", u)
         self.metrics.set("picchio_logstore_disk_accepted_bytes", self.accepted)
+        # the limits beside the level, so an alert compares each LogStore with its own configuration
+        self.metrics.set("picchio_logstore_disk_soft_limit_ratio", self.soft)
+        self.metrics.set("picchio_logstore_disk_hard_limit_ratio", self.hard)
+        self.metrics.set("picchio_logstore_staged_segments", sum(1 for s in self.segments.values() if not s.compacted)
+                         + len(self._on_disk))
         return u
 
     def _ratio(self, nbytes: int) -> float:
@@ -135,29 +147,56 @@ class LogStoreService:
             raise StagedError(Code.DISK_FULL, f"this append would pass the disk's hard limit ({u:.0%} in use or "
                               f"accepted, {after:.0%} after it > {self.hard:.0%}): write refused")
 
+    def _append_failed(self, e: BaseException) -> Status:
+        """The Status of a failed AddEntries, counted by its code's name so a
+        dashboard tells disk push-back from fencing from internal failures."""
+        st = _err(e)
+        self.metrics.inc("picchio_logstore_append_errors_total", code=_CODE_NAMES.get(st.code, str(st.code)))
+        return st
+
     # -- RPCs ------------------------------------------------------------------------------------
     async def AddEntries(self, req) -> AsyncIterator[AddEntriesResponse]:
         ids = [e.entryId for e in req.entries]
+        t0 = time.monotonic()
         try:
             if not req.entries:
                 raise StagedError(Code.INVALID, "AddEntries without entries")
             seg_id = req.entries[0].segId
             if any(e.segId != seg_id for e in req.entries) or ids != list(range(ids[0], ids[0] + len(ids))):
                 raise StagedError(Code.INVALID, "entries must be contiguous and of one segment")
+            if self.decommissioning:
+                raise StagedError(Code.DECOMMISSIONING, "this LogStore is being decommissioned: it takes no more "
+                                  "appends (the writer seals the segment and moves to another ensemble)")
             incoming = sum(len(e.values) for e in req.entries)
             self._check_disk(incoming)
-            self.accepted += incoming  # until answered (then it is in the segment's bytes, or refused)
-            try:
-                s = self.segment((req.bucket_name, req.root_path, req.log_id, seg_id))
-                await s.append(ids[0], [e.values for e in req.entries])
-            finally:
-                self.accepted -= incoming
-            self.metrics.inc("picchio_logstore_entries_total", len(ids))
-            self.metrics.inc("picchio_logstore_bytes_total", sum(len(e.values) for e in req.entries))
+        except Exception as e:  # noqa: BLE001 - refused before buffering: one Failed frame, as Woodpecker
+            yield AddEntriesResponse(self._append_failed(e), ids, AddEntryState.FAILED)
+            return
+        # Woodpecker's protocol (its server, and its client's AppendEntries): one Buffered frame
+        # naming every entry once they are accepted, then Synced/Failed frames until each entry
+        # is resolved.  Its client reads the first frame as the Buffered one, so a lone Synced
+        # frame would leave it waiting for a second one (and failing on EOF).
+        # Buffered is a promise: the append goes on if the client cancels the stream (Woodpecker's
+        # client does, for the replicas beyond its ack quorum, once the quorum has acked).
+        task = asyncio.ensure_future(self._append(req, seg_id, ids, incoming, t0))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if nobody waits
+        yield AddEntriesResponse(_ok(), ids, AddEntryState.BUFFERED)
+        try:
+            await asyncio.shield(task)
             yield AddEntriesResponse(_ok(), ids, AddEntryState.SYNCED)
         except Exception as e:  # noqa: BLE001 - reported in Status
-            self.metrics.inc("picchio_logstore_append_errors_total")
-            yield AddEntriesResponse(_err(e), ids, AddEntryState.FAILED)
+            yield AddEntriesResponse(self._append_failed(e), ids, AddEntryState.FAILED)
+
+    async def _append(self, req, seg_id: int, ids: list[int], incoming: int, t0: float) -> None:
+        self.accepted += incoming  # until answered (then it is in the segment's bytes, or refused)
+        try:
+            s = self.segment((req.bucket_name, req.root_path, req.log_id, seg_id))
+            await s.append(ids[0], [e.values for e in req.entries])
+        finally:
+            self.accepted -= incoming
+        self.metrics.inc("picchio_logstore_entries_total", len(ids))
+        self.metrics.inc("picchio_logstore_bytes_total", incoming)
+        self.metrics.observe("picchio_logstore_append_seconds", time.monotonic() - t0)
 
     async def GetBatchEntriesAdv(self, req) -> GetBatchEntriesAdvResponse:
         k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
@@ -167,11 +206,17 @@ class LogStoreService:
         if s.compacted:
             return GetBatchEntriesAdvResponse(Status("compacted: read object storage", Code.NOT_FOUND), None)
         rows = await asyncio.to_thread(s.read, req.from_entry_id, req.max_entries or 1000)
-        complete = s.footer is not None and (not rows and req.from_entry_id > s.lac or rows and rows[-1][0] >= s.lac)
+        self.metrics.inc("picchio_logstore_reads_total")  # a read served, with entries or none yet
+        if not rows:  # Woodpecker's codes, never an empty OK (see Code.END_OF_FILE)
+            # END_OF_FILE makes Woodpecker's reader leave the segment at once, whatever the other
+            # replicas hold: only past the writer's LAC, not past what this (lagging) replica got
+            if s.footer is not None and req.from_entry_id > max(s.lac, s.writer_lac):
+                return GetBatchEntriesAdvResponse(Status("end of file", Code.END_OF_FILE), None)
+            return GetBatchEntriesAdvResponse(Status("entry not found", Code.ENTRY_NOT_FOUND, retriable=True), None)
+        complete = s.footer is not None and rows[-1][0] >= s.lac
         result = BatchReadResult([LogEntry(req.segment_id, eid, v) for eid, v in rows],
                                  LastReadState(segment_id=req.segment_id, flags=1 if complete else 0,
                                                last_block_id=len(s.blocks) - 1, node=""))
-        self.metrics.inc("picchio_logstore_reads_total")
         return GetBatchEntriesAdvResponse(_ok(), result)
 
     async def FenceSegment(self, req) -> LastEntryResponse:

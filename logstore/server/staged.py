@@ -49,6 +49,8 @@ class StagedSegment:
         self.last_entry = -1      # last durable entry
         self.next_expected = 0    # next id to accept (durable + buffered)
         self.lac = -1             # what readers may see
+        self.writer_lac = -1      # the LAC the writer completed the segment with (≥ lac on a lagging replica)
+        self._appending = 0       # append calls accepted and not yet answered
         self.fenced = False
         self.footer: Footer | None = None
         self.compacted = False
@@ -94,6 +96,14 @@ class StagedSegment:
 
     async def append(self, first: int, values: list[bytes]) -> None:
         """Returns once entries first … first+len−1 are durable here."""
+        self._appending += 1
+        try:
+            await self._append(first, values)
+        finally:
+            self._appending -= 1
+            self._changed.set()
+
+    async def _append(self, first: int, values: list[bytes]) -> None:
         self._check_writable()
         last = first + len(values) - 1
         if last <= self.last_entry:
@@ -201,7 +211,18 @@ class StagedSegment:
             self._changed.set()
 
     async def complete(self, lac: int) -> int:
-        """Index + footer with the writer's LAC (entries above it stay unread)."""
+        """Index + footer with the writer's LAC (entries above it stay unread).  Entries up to
+        it that this replica accepted but has not written yet (an append waiting for a gap to
+        fill) are waited for, up to the gap deadline, as Woodpecker's LogStore syncs what it
+        buffered before it finalizes."""
+        self.writer_lac = max(self.writer_lac, lac)
+        deadline = time.monotonic() + _GAP_WAIT
+        while self.footer is None and self.last_entry < lac and self._appending and time.monotonic() < deadline:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                break
         await self.drain()
         async with self._lock:
             if self.footer is not None or self.compacted:

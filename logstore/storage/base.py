@@ -51,11 +51,13 @@ class SegmentWriter(ABC):
     """The write side of one segment, owned by exactly one LogWriter."""
 
     @abstractmethod
-    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
+    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None,
+                          times: list | None = None) -> BlockRef:
         """Durably store one block (its header, then the data ``pieces`` framed by
         :class:`BlockBuilder`).  Returns only when the block is durable; raises
         WriterFencedError if the segment was fenced.  ``entries`` are the
-        (payload, properties) pairs, for backends that ship entries, not blocks."""
+        (payload, properties) pairs and ``times`` their append times, for
+        backends that ship entries, not blocks."""
 
     def acked(self, lac: int) -> None:
         """The writer acknowledged everything up to ``lac`` (service mode pushes it
@@ -117,6 +119,24 @@ class Backend(ABC):
     @abstractmethod
     async def delete_segment(self, log_id: int, seg_id: int, quorum: QuorumInfo | None = None) -> tuple[int, int]:
         """Delete every stored byte of a segment → (objects or files, bytes)."""
+
+    async def delete_segments(self, log_id: int, seg_ids: list[int],
+                              quorums: dict[int, QuorumInfo] | None = None,
+                              dry_run: bool = False) -> dict[int, tuple[int, int]]:
+        """Delete (or, dry, only measure) many segments of one log → (objects or
+        files, bytes) per segment.  Backends whose store has batch deletes
+        override this; the default goes one segment at a time."""
+        out = {}
+        for s in seg_ids:
+            if dry_run:
+                out[s] = await self.segment_size(log_id, s)
+            else:
+                out[s] = await self.delete_segment(log_id, s, quorum=(quorums or {}).get(s))
+        return out
+
+    async def segment_size(self, log_id: int, seg_id: int) -> tuple[int, int]:
+        """(objects or files, bytes) a segment holds in storage."""
+        raise NotImplementedError(f"{type(self).__name__} measures segments in delete_segments")
 
     @abstractmethod
     async def delete_log(self, log_id: int) -> tuple[int, int]:

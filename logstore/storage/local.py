@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
-                     BlockHeader, DecodedBlock, Footer, RecordType, decode_block, decode_index, decode_record,
+                     BlockHeader, DecodedBlock, Footer, RecordType, decode_block, decode_index,
                      parse_footer, split_header)
 from ..config import Config
 from ..errors import CorruptionError, StorageError, StorageFullError, WriterFencedError
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .segfile import (SegmentFile, check_index, claimed_length, fsync_dir, makedirs_durable, read_block,
-                      read_layout, valid_block_after)
+                      read_layout, valid_block_after, walk_headers)
 
 _LOCK_WAIT = 30.0
 
@@ -114,7 +114,8 @@ class LocalSegmentWriter(SegmentWriter):
         finally:
             self.lock.release()
 
-    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
+    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None,
+                          times: list | None = None) -> BlockRef:
         try:
             return await asyncio.to_thread(self._write_block, header, pieces)
         except OSError as e:
@@ -237,20 +238,8 @@ class LocalBackend(Backend):
             footer = parse_footer(os.pread(fd, FOOTER_RECORD_SIZE, max(0, size - FOOTER_RECORD_SIZE)))
             if footer is not None and footer.has_lac:
                 return footer.lac
-            last, off = -1, HEADER_RECORD_SIZE
-            while off + BLOCK_HEADER_RECORD_SIZE <= size:
-                head = os.pread(fd, BLOCK_HEADER_RECORD_SIZE, off)
-                if head[4] != RecordType.BLOCK_HEADER:
-                    break
-                rec = decode_record(head)
-                if rec is None:
-                    break
-                h = BlockHeader.decode_payload(rec[1])
-                end = off + BLOCK_HEADER_RECORD_SIZE + h.block_length
-                if end > size:
-                    break
-                last, off = h.last_entry_id, end
-            return last
+            blocks = walk_headers(fd, size)
+            return blocks[-1].last_entry_id if blocks else -1
         finally:
             os.close(fd)
 
@@ -384,10 +373,8 @@ class LocalBackend(Backend):
 
     # -- deletion --------------------------------------------------------------
     @staticmethod
-    def _rm(path: Path) -> tuple[int, int]:
+    def _size(path: Path) -> tuple[int, int]:
         files = nbytes = 0
-        if not path.exists():
-            return 0, 0
         for dirpath, _, names in os.walk(path):
             for n in names:
                 try:
@@ -395,6 +382,13 @@ class LocalBackend(Backend):
                     files += 1
                 except OSError:
                     pass
+        return files, nbytes
+
+    @classmethod
+    def _rm(cls, path: Path) -> tuple[int, int]:
+        if not path.exists():
+            return 0, 0
+        files, nbytes = cls._size(path)
         shutil.rmtree(path, ignore_errors=False, onerror=_ignore_missing)
         if path.parent.exists():
             fsync_dir(path.parent)
@@ -402,6 +396,9 @@ class LocalBackend(Backend):
 
     async def delete_segment(self, log_id: int, seg_id: int, quorum=None) -> tuple[int, int]:
         return await asyncio.to_thread(self._rm, self._paths(log_id, seg_id).dir)
+
+    async def segment_size(self, log_id: int, seg_id: int) -> tuple[int, int]:
+        return await asyncio.to_thread(self._size, self._paths(log_id, seg_id).dir)
 
     async def delete_log(self, log_id: int) -> tuple[int, int]:
         return await asyncio.to_thread(self._rm, self.root / str(log_id))

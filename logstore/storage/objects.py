@@ -39,7 +39,8 @@ class ObjectSegmentWriter(SegmentWriter):
     def parallel(self) -> int:
         return self._parallel
 
-    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
+    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None,
+                          times: list | None = None) -> BlockRef:
         head = HeaderRecord(header.first_entry_id).encode() if header.block_number == 0 else b""
         body = b"".join([head, header.encode(), *pieces])
         key = self.b.key(self.log_id, self.seg_id, f"{header.block_number}.blk")
@@ -82,8 +83,13 @@ class ObjectBackend(Backend):
     def key(self, log_id: int, seg_id: int, name: str) -> str:
         return f"{self.root}/{log_id}/{seg_id}/{name}" if self.root else f"{log_id}/{seg_id}/{name}"
 
+    @property
+    def root_prefix(self) -> str:
+        """Where every log of this keyspace lives in the bucket."""
+        return f"{self.root}/" if self.root else ""
+
     def _log_prefix(self, log_id: int) -> str:
-        return f"{self.root}/{log_id}/" if self.root else f"{log_id}/"
+        return f"{self.root_prefix}{log_id}/"
 
     async def start(self) -> None:
         await self.s3.ensure_bucket(self.config["minio.createBucket"])
@@ -301,6 +307,22 @@ class ObjectBackend(Backend):
 
     async def delete_segment(self, log_id: int, seg_id: int, quorum=None) -> tuple[int, int]:
         return await self._delete_prefix(self.key(log_id, seg_id, ""))
+
+    async def delete_segments(self, log_id: int, seg_ids: list[int], quorums=None,
+                              dry_run: bool = False) -> dict[int, tuple[int, int]]:
+        """GC at the store's pace: one listing of the whole log, then batch
+        deletes (1,000 keys a request, several in flight) — not a LIST and a
+        DELETE per segment, which measured ~30x slower than the store."""
+        prefix = self._log_prefix(log_id)
+        doomed = set(seg_ids)
+        found: dict[int, list] = {s: [] for s in seg_ids}
+        for o in await self.s3.list(prefix):
+            seg = o.key[len(prefix):].split("/", 1)[0]
+            if seg.isdigit() and int(seg) in doomed:
+                found[int(seg)].append(o)
+        if not dry_run:
+            await self.s3.delete_many([o.key for objs in found.values() for o in objs])
+        return {s: (len(objs), sum(o.size for o in objs)) for s, objs in found.items()}
 
     async def delete_log(self, log_id: int) -> tuple[int, int]:
         return await self._delete_prefix(self._log_prefix(log_id))

@@ -7,7 +7,7 @@ import asyncio
 import concurrent.futures
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncIterator
 
 import boto3
 import botocore.config
@@ -15,6 +15,8 @@ import botocore.exceptions
 
 from ..config import Config
 from ..errors import StorageError
+from ..pem import given_path, read_pem
+from ..redact import config_secrets, redact
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class NotFound(Exception):
 class ObjectInfo:
     key: str
     size: int
+    modified: float = 0.0  # unix seconds (LastModified), where the listing says
 
 
 def _code(e: botocore.exceptions.ClientError) -> tuple[str, int]:
@@ -42,12 +45,21 @@ class S3:
     def __init__(self, config: Config, pool_size: int = 40) -> None:
         scheme = "https" if config["minio.useSSL"] else "http"
         self.endpoint = f"{scheme}://{config['minio.address']}:{config['minio.port']}"
+        self._secrets = config_secrets(config)
+        # https: verify the endpoint against minio.ssl.tlsCACert (a private CA), else the system CAs.
+        # Checked here so a missing or non-PEM file is a ConfigError naming the key, not a
+        # botocore error on the first request.
+        ca = given_path(config["minio.ssl.tlsCACert"]) if config["minio.useSSL"] else ""
+        if ca:
+            read_pem(ca, "minio.ssl.tlsCACert")
+        self.ca_file = ca
         self.bucket = config["minio.bucketName"]
-        timeout = self.timeout = config["minio.requestTimeout"]
+        timeout = self.timeout = config["minio.requestTimeoutMs"]
         self._pool = concurrent.futures.ThreadPoolExecutor(pool_size, thread_name_prefix="picchio-s3")
         self._client = boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint, region_name=config["minio.region"] or "us-east-1",
             aws_access_key_id=config["minio.accessKeyID"], aws_secret_access_key=config["minio.secretAccessKey"],
+            verify=ca or None,
             config=botocore.config.Config(
                 connect_timeout=min(timeout, 10), read_timeout=timeout, max_pool_connections=pool_size,
                 retries={"mode": "standard", "total_max_attempts": 3},
@@ -57,14 +69,14 @@ class S3:
         )
 
     async def _run(self, what: str, fn, *args: Any, **kw: Any) -> Any:
-        """One S3 call, botocore's retries included, within ``minio.requestTimeout``:
+        """One S3 call, botocore's retries included, within ``minio.requestTimeoutMs``:
         a hung server gives a StorageError after one deadline (the thread left
         behind ends at botocore's own read timeout, the same value)."""
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(loop.run_in_executor(self._pool, lambda: fn(*args, **kw)), self.timeout)
         except asyncio.TimeoutError:
-            raise StorageError(f"S3 {what} did not answer within {self.timeout:g}s (minio.requestTimeout) "
+            raise StorageError(f"S3 {what} did not answer within {self.timeout:g}s (minio.requestTimeoutMs) "
                                f"({self.endpoint})") from None
         except botocore.exceptions.ClientError as e:
             code, status = _code(e)
@@ -72,9 +84,18 @@ class S3:
                 raise PreconditionFailed(what) from e
             if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound") or status == 404:
                 raise NotFound(what) from e
-            raise StorageError(f"S3 {what} failed: {code or status}: {e}") from e
+            hint = ""
+            if status == 400 and not self.endpoint.startswith("https") and not code.isalpha():
+                hint = " (an https endpoint answers plain http with 400: set minio.useSSL: true?)"
+            elif status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                hint = " (check minio.accessKeyID/minio.secretAccessKey)"
+            raise StorageError(redact(f"S3 {what} failed: {code or status}: {e}{hint}", self._secrets)) from None
+        except botocore.exceptions.SSLError as e:
+            raise StorageError(redact(f"S3 {what} failed ({self.endpoint}): TLS: {e} (check minio.ssl.tlsCACert: "
+                                      f"the CA that signed the endpoint's certificate, currently "
+                                      f"{self.ca_file or 'the system CAs'})", self._secrets)) from None
         except (botocore.exceptions.BotoCoreError, OSError) as e:
-            raise StorageError(f"S3 {what} failed ({self.endpoint}): {e}") from e
+            raise StorageError(redact(f"S3 {what} failed ({self.endpoint}): {e}", self._secrets)) from None
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -126,6 +147,22 @@ class S3:
 
         return await self._run(f"list {prefix}", call)
 
+    async def list_pages(self, prefix: str) -> AsyncIterator[list[ObjectInfo]]:
+        """Every object under ``prefix``, one page (≤ 1,000) at a time, each
+        request within its own deadline: a bucket of millions is scanned in
+        constant memory."""
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kw["ContinuationToken"] = token
+            page = await self._run(f"list {prefix}", self._client.list_objects_v2, **kw)
+            yield [ObjectInfo(o["Key"], int(o["Size"]), o["LastModified"].timestamp())
+                   for o in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
     async def list_dirs(self, prefix: str) -> list[str]:
         def call() -> list[str]:
             out: list[str] = []
@@ -136,11 +173,17 @@ class S3:
 
         return await self._run(f"list {prefix}", call)
 
-    async def delete_many(self, keys: list[str]) -> None:
-        for i in range(0, len(keys), 1000):
-            batch = keys[i:i + 1000]
-            r = await self._run(f"delete {len(batch)} objects", self._client.delete_objects, Bucket=self.bucket,
-                                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+    async def delete_many(self, keys: list[str], in_flight: int = 4) -> None:
+        """DeleteObjects in batches of 1,000 keys (the S3 maximum), ``in_flight``
+        at a time; each request has its own deadline."""
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(batch: list[str]) -> None:
+            async with gate:
+                r = await self._run(f"delete {len(batch)} objects", self._client.delete_objects, Bucket=self.bucket,
+                                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
             errors = [e for e in r.get("Errors", []) if e.get("Code") != "NoSuchKey"]
             if errors:
                 raise StorageError(f"S3 delete failed for {len(errors)} objects, e.g. {errors[0]}")
+
+        await asyncio.gather(*(one(keys[i:i + 1000]) for i in range(0, len(keys), 1000)))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD_SIZE, INDEX_RECORD_SIZE,
                      BlockHeader, DecodedBlock, Footer, HeaderRecord, RecordType, decode_block, decode_index,
-                     encode_index_and_footer, parse_footer, split_header)
+                     decode_record, encode_index_and_footer, parse_footer, split_header)
 from ..errors import CorruptionError
 from .base import BlockRef, index_records
 
@@ -256,3 +256,39 @@ def claimed_length(buf, off: int) -> int | None:
         return BLOCK_HEADER_RECORD_SIZE  # not a block header: claims only its own size
     block_length = struct.unpack_from("<I", mv, off + 9 + 20)[0]
     return BLOCK_HEADER_RECORD_SIZE + block_length
+
+
+def walk_headers(fd: int, size: int) -> list[BlockRef]:
+    """The complete blocks of a ``data.log`` still being written, from their
+    37-byte headers alone (one pread per block, no data read): how the last
+    entry and the blocks of an active local segment are found without an index."""
+    blocks: list[BlockRef] = []
+    off = HEADER_RECORD_SIZE
+    while off + BLOCK_HEADER_RECORD_SIZE <= size:
+        head = os.pread(fd, BLOCK_HEADER_RECORD_SIZE, off)
+        if head[4] != RecordType.BLOCK_HEADER:
+            break
+        rec = decode_record(head)
+        if rec is None:
+            break
+        h = BlockHeader.decode_payload(rec[1])
+        end = off + BLOCK_HEADER_RECORD_SIZE + h.block_length
+        if end > size:
+            break
+        blocks.append(BlockRef(h.block_number, h.first_entry_id, h.last_entry_id, end - off, off))
+        off = end
+    return blocks
+
+
+def block_refs(fd: int) -> list[BlockRef]:
+    """Where every block of a ``data.log`` sits: the footer's index when the
+    segment is completed (two preads), else its block headers walked."""
+    size = os.fstat(fd).st_size
+    footer = parse_footer(os.pread(fd, FOOTER_RECORD_SIZE, max(0, size - FOOTER_RECORD_SIZE)))
+    if footer is None:
+        return walk_headers(fd, size)
+    idx_off = size - footer.record_size - footer.total_blocks * INDEX_RECORD_SIZE
+    if idx_off < HEADER_RECORD_SIZE:
+        raise CorruptionError(f"footer claims {footer.total_blocks} blocks, more than a {size}-byte file holds")
+    index = decode_index(os.pread(fd, footer.total_blocks * INDEX_RECORD_SIZE, idx_off), footer.total_blocks)
+    return [BlockRef(i.block_number, i.first_entry_id, i.last_entry_id, i.block_size, i.start_offset) for i in index]

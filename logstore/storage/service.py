@@ -86,11 +86,26 @@ class Node:
             raise NodeError(self.endpoint, -1, f"{name}: deadline exceeded before the call")
         try:
             if METHODS[name][2]:
-                last = None
+                # AddEntries: a Buffered frame naming the batch's entries may come first; then
+                # Synced/Failed frames.  Woodpecker's LogStore sends one Synced frame per flushed
+                # run (a batch can take several), so the replica holds the batch only once Synced
+                # frames covered every entry the Buffered frame named; any Failed frame fails it.
+                last, pending = None, None
                 async for resp in self._calls[name](req, timeout=timeout):
                     last = resp
-                    if resp.state != AddEntryState.BUFFERED:
+                    ids = resp.entry_id if isinstance(resp.entry_id, list) else [resp.entry_id]  # AddEntry: one id
+                    if resp.state == AddEntryState.BUFFERED:
+                        pending = set(ids) if pending is None else pending
+                        continue
+                    if resp.state != AddEntryState.SYNCED or pending is None:
                         break
+                    pending.difference_update(ids)
+                    if not pending:
+                        break
+                else:
+                    if pending:
+                        raise NodeError(self.endpoint, -1, f"{name}: the stream ended with entries "
+                                        f"{sorted(pending)[:3]}… neither Synced nor Failed")
                 resp = last
             else:
                 resp = await self._calls[name](req, timeout=timeout)
@@ -159,12 +174,14 @@ class ServiceSegmentWriter(SegmentWriter):
     def _targets(self) -> list[str]:
         return [n for n in self.q.nodes[: self.q.wq] if n not in self.bad]
 
-    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None) -> BlockRef:
+    async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None,
+                          times: list | None = None) -> BlockRef:
         assert entries is not None
         first = header.first_entry_id
+        stamps = times or [None] * len(entries)
         req = AddEntriesRequest(self.b.bucket, self.b.root, self.log_id,
-                                [LogEntry(self.seg_id, first + k, encode_layout(p, props or None))
-                                 for k, (p, props) in enumerate(entries)])
+                                [LogEntry(self.seg_id, first + k, encode_layout(p, props or None, t))
+                                 for k, ((p, props), t) in enumerate(zip(entries, stamps))])
         size = sum(len(e.values) for e in req.entries)
         await self.b.quorum_call(self.q, self.bad, "AddEntries", req.encode(), need=self.q.aq,
                                  what=f"append {self.seg_id}:{first}")
@@ -385,8 +402,12 @@ class ServiceBackend(Backend):
         answering again (a paused process that resumed is as good as new; one
         that failed this very moment is not probed); with fewer than ackQuorum
         answering this fails fast."""
+        from ..decommission import marked
         from ..server.membership import live_logstores
         live = await live_logstores(self.meta)
+        # LogStores being decommissioned take no new segments (and refuse appends): see decommission.py
+        leaving = set(await marked(self.meta)) if live else set()
+        live = [n for n in live if n["endpoint"] not in leaving and not n.get("decommissioning")]
         now = time.monotonic()
         healthy = [n for n in live if now - self._suspect.get(n["endpoint"], -1e9) > _SUSPECT_FOR]
         # a LogStore that failed less than a request timeout ago is not worth a probe yet:
@@ -403,7 +424,9 @@ class ServiceBackend(Backend):
                     healthy.append(n)
         live = healthy
         if len(live) < self.aq:
-            raise QuorumUnavailableError(f"{len(live)} LogStores registered and answering, need at least {self.aq}")
+            raise QuorumUnavailableError(f"{len(live)} LogStores registered and answering"
+                                         f"{f' (and not decommissioning: {len(leaving)} are)' if leaving else ''}"
+                                         f", need at least {self.aq}")
         size = min(self.es, len(live))
         if size < self.es:
             log.warning("only %d LogStores live: new segment on a degraded ensemble of %d (ack quorum %d)",
@@ -502,11 +525,13 @@ class ServiceBackend(Backend):
             endpoint = nodes[k]
             try:
                 resp = await self.node(endpoint).call("GetBatchEntriesAdv", req, self.timeout, q.instance_of(endpoint))
+                entries = resp.result.entries if resp.result else []
             except NodeError as e:
                 if e.code in (Code.WRONG_INSTANCE, Code.NOT_FOUND):
                     cannot.append(str(e))
-                continue
-            entries = resp.result.entries if resp.result else []
+                if e.code not in (Code.ENTRY_NOT_FOUND, Code.END_OF_FILE):
+                    continue
+                entries = []  # nothing past this replica's LAC / its end: as an empty answer
             if not entries:
                 if sealed_last is not None:
                     cannot.append(f"{endpoint}: lags behind entry {cur.next_entry}")
@@ -546,6 +571,18 @@ class ServiceBackend(Backend):
             await asyncio.gather(*(self.node(e).call("CleanSegment", req, self.timeout) for e in quorum.nodes),
                                  return_exceptions=True)
         return n, b
+
+    async def delete_segments(self, log_id: int, seg_ids: list[int], quorums: dict[int, QuorumInfo] | None = None,
+                              dry_run: bool = False) -> dict[int, tuple[int, int]]:
+        """Sealed bytes go in object-store batches; each replica then drops its
+        staged copy (best effort: a LogStore cleans leftovers itself)."""
+        out = await self.objects.delete_segments(log_id, seg_ids, dry_run=dry_run)
+        if not dry_run:
+            calls = [self.node(e).call("CleanSegment", CleanSegmentRequest(self.bucket, self.root, log_id, s, 0),
+                                       self.timeout)
+                     for s in seg_ids for e in ((quorums or {}).get(s) or QuorumInfo(nodes=[])).nodes]
+            await asyncio.gather(*calls, return_exceptions=True)
+        return out
 
     async def delete_log(self, log_id: int) -> tuple[int, int]:
         from ..server.membership import live_logstores

@@ -131,7 +131,21 @@ def build(o: Options, api: Any) -> tuple[kopf.OperatorRegistry, kopf.OperatorSet
             await server.start()
             logger.info("metrics on http://%s:%d/metrics", o.metrics_host, o.metrics_port)
 
+    # Log records (ours, and kopf's — which it also posts as Events at WARNING) are redacted of
+    # every Secret value the operator has read: installed on the handlers present at start-up.
+    filtered: list[logging.Handler] = []
+
+    async def install_redaction(**_: Any) -> None:
+        for lg in (logging.getLogger(), logging.getLogger("kopf.objects"), logging.getLogger("kopf")):
+            for h in lg.handlers:
+                if rt.kube.redactor not in h.filters:
+                    h.addFilter(rt.kube.redactor)
+                    filtered.append(h)
+
     async def cleanup(logger: KopfLogger, **_: Any) -> None:
+        for h in filtered:
+            h.removeFilter(rt.kube.redactor)
+        rt.tls_files.close()
         await rt.logs.close()
         if server:
             await server.stop()
@@ -140,6 +154,7 @@ def build(o: Options, api: Any) -> tuple[kopf.OperatorRegistry, kopf.OperatorSet
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(api)
 
+    kopf.on.startup(registry=registry)(install_redaction)
     kopf.on.startup(registry=registry)(startup)
     kopf.on.cleanup(registry=registry)(cleanup)
     kopf.on.login(registry=registry)(login)

@@ -1,4 +1,7 @@
-"""Prometheus metrics of the operator: reconciles, errors, GC volume.
+"""Prometheus metrics of the operator: reconciles, errors, GC volume, and
+gauges of what it observes (LogStores ready vs. the ack quorum, segments and
+GC backlog per log, orphans per cluster) — the series the dashboard and the
+alerts in ``manifests/monitoring`` are built on.
 
 A few counters do not justify a dependency, so this is a minimal registry that
 renders the Prometheus text exposition format (version 0.0.4) and serves it
@@ -23,6 +26,25 @@ _HELP = {
     "picchio_operator_gc_objects_total": ("counter", "Objects deleted by garbage collection."),
     "picchio_operator_gc_segments_total": ("counter", "Segments deleted by garbage collection."),
     "picchio_operator_truncations_total": ("counter", "Truncations applied by rule (truncateTo|retention.*)."),
+    "picchio_operator_orphan_scans_total": ("counter", "Orphan scans by result (ok|error)."),
+    "picchio_operator_orphan_objects_deleted_total": ("counter", "Orphan objects deleted by orphan scans."),
+    # gauges, labelled namespace/cluster (and log): what the last pass observed; removed with their object
+    "picchio_operator_orphan_objects": ("gauge", "Orphan objects (no metadata, older than the grace period) "
+                                        "found by the last orphan scan of a cluster."),
+    "picchio_operator_orphan_bytes": ("gauge", "Bytes of the orphan objects found by the last orphan scan."),
+    "picchio_operator_orphan_missing_segments": ("gauge", "Segments in etcd whose objects the last orphan scan "
+                                                 "did not find."),
+    "picchio_operator_cluster_logstores_desired": ("gauge", "LogStores a service-mode cluster should run."),
+    "picchio_operator_cluster_logstores_ready": ("gauge", "LogStores of a service-mode cluster that are ready."),
+    "picchio_operator_cluster_ack_quorum": ("gauge", "Ack quorum of a service-mode cluster (spec.quorum.ackQuorum): "
+                                            "with fewer ready LogStores, appends fail."),
+    "picchio_operator_log_segments": ("gauge", "Segments of a WoodpeckerLog in etcd, truncated ones included."),
+    "picchio_operator_log_bytes": ("gauge", "Bytes of a WoodpeckerLog's segments."),
+    "picchio_operator_log_gc_backlog_segments": ("gauge", "Segments of a WoodpeckerLog at or below its truncation "
+                                                 "point that garbage collection has not deleted yet."),
+    "picchio_operator_log_truncation_lag_seconds": ("gauge", "Age of a WoodpeckerLog's oldest retained segment "
+                                                    "(now minus its create time): how far truncation trails the "
+                                                    "tail; 0 when nothing is retained."),
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -37,9 +59,25 @@ class Metrics:
         self._values: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        if name not in _HELP:
-            raise KeyError(f"unknown metric {name}")
+        if _HELP.get(name, ("",))[0] != "counter":
+            raise KeyError(f"unknown counter {name}")
         self._values[name][tuple(sorted(labels.items()))] += amount
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set a gauge (a state the operator observed, not a count of events)."""
+        if _HELP.get(name, ("",))[0] != "gauge":
+            raise KeyError(f"unknown gauge {name}")
+        self._values[name][tuple(sorted(labels.items()))] = value
+
+    def forget(self, **labels: str) -> None:
+        """Drop every gauge series carrying these labels (an object was deleted:
+        its last values must not linger as if current)."""
+        want = set(labels.items())
+        for name, (typ, _) in _HELP.items():
+            series = self._values.get(name)
+            if typ == "gauge" and series:
+                for key in [key for key in series if want <= set(key)]:
+                    del series[key]
 
     def value(self, name: str, **labels: str) -> float:
         return self._values.get(name, {}).get(tuple(sorted(labels.items())), 0.0)

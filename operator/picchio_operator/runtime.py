@@ -15,8 +15,11 @@ from typing import Any
 
 import kopf
 
+from logstore.redact import redact
+
 from .adapters.kube import Kube
 from .adapters.logs import LogClients
+from .adapters.tlsfiles import TlsFiles
 from .metrics import Metrics
 
 
@@ -27,6 +30,7 @@ class Tunables:
     etcd_timeout: float = 5.0
     s3_timeout: float = 10.0
     log_call_timeout: float = 60.0
+    orphan_scan_timeout: float = 600.0     # one whole scan (100,000 objects: see the README's figures)
     purge_batch_objects: int = 50_000      # objects deleted per deletion pass (then retried)
     backoff_base: float = 5.0
     backoff_max: float = 300.0
@@ -42,11 +46,16 @@ class Events:
     do not flood events — these are the events users asked for.  A separate
     object so tests can record events instead."""
 
+    redactor: Any = None  # the Kube adapter's SecretFilter (set by Runtime): messages are redacted
+
+    def _clean(self, message: str) -> str:
+        return redact(message, self.redactor.secrets) if self.redactor is not None else message
+
     def info(self, body: Any, reason: str, message: str) -> None:
-        kopf.event(body, type="Normal", reason=reason, message=message)
+        kopf.event(body, type="Normal", reason=reason, message=self._clean(message))
 
     def warn(self, body: Any, reason: str, message: str) -> None:
-        kopf.event(body, type="Warning", reason=reason, message=message)
+        kopf.event(body, type="Warning", reason=reason, message=self._clean(message))
 
 
 class Locks:
@@ -70,6 +79,11 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     tunables: Tunables = field(default_factory=Tunables)
     events: Events = field(default_factory=Events)
+    tls_files: TlsFiles = field(default_factory=TlsFiles)  # Secrets' TLS material as files for our own clients
+
+    def __post_init__(self) -> None:
+        if isinstance(self.events, Events):  # tests may record events with an object of their own
+            self.events.redactor = getattr(self.kube, "redactor", None)
 
     def backoff(self, retry: int) -> float:
         """Delay before kopf retries a failed handler: exponential, capped."""

@@ -387,7 +387,7 @@ class Lab:
             "minio.address": self.hub, "minio.port": 9000,
             "minio.accessKeyID": self.s3_keys[0], "minio.secretAccessKey": self.s3_keys[1],
             "minio.bucketName": "picchio-faults", "minio.createBucket": True,
-            "minio.requestTimeout": f"{d['s3']}s",
+            "minio.requestTimeoutMs": f"{d['s3']}s",
             "woodpecker.client.quorum.requestTimeout": f"{d['quorum']}s",
             # small segments: completions, uploads and rolls happen during faults too
             "woodpecker.client.segmentRollingPolicy.maxSize": "2M",

@@ -28,7 +28,7 @@ def test_sigkill_cycles(make_config, deadlines, tmp_path, backend):
     seed = SEED
     rng = random.Random(seed)
     cfg = make_config(backend, **{"etcd.requestTimeout": f"{deadlines['etcd']}s",
-                                  "minio.requestTimeout": f"{deadlines['s3']}s"}).to_dict()
+                                  "minio.requestTimeoutMs": f"{deadlines['s3']}s"}).to_dict()
     name = f"kill-{backend}-{uuid.uuid4().hex[:6]}"
     killed: dict[int, float] = {}
     t0 = time.monotonic()
@@ -75,7 +75,7 @@ def test_enospc_local_typed_error_then_resume(make_config, deadlines, tmp_path, 
 
 def test_s3_hang_embedded_typed_error_then_resume(lab, nemeses, deadlines, tmp_path):
     """Embedded mode on S3 (the lab's own MinIO, which is SIGSTOPped): appends
-    fail with StorageError within 3 x minio.requestTimeout — not minutes — and
+    fail with StorageError within 3 x minio.requestTimeoutMs — not minutes — and
     the same writer appends again once S3 answers."""
     rng = random.Random(SEED)
     cfg = lab.client_config(storage="minio")

@@ -20,22 +20,36 @@ from crash_writer import payload
 WRITER = Path(__file__).parent / "crash_writer.py"
 
 
-def run_cycle(cfg: dict, name: str, cycle: int, rng: random.Random,
-              crash_after: tuple[float, float] = (0.0, 0.4)) -> list[tuple[int, int, str]]:
-    """One writer process, SIGKILLed after a random delay → its (cycle, seq, id) acks."""
+def start_writer(cfg: dict, name: str, cycle: int) -> subprocess.Popen:
+    """The crash writer as a child process, once it has its writer open."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     child = subprocess.Popen([sys.executable, str(WRITER), json.dumps(cfg), name, str(cycle)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert child.stdout is not None
     line = child.stdout.readline()
     if line.strip() != "open":
-        child.kill()
-        _, err = child.communicate(timeout=30)
+        _, err = kill_and_drain(child)
         raise AssertionError(f"writer did not start (exit {child.returncode}): {line!r}\n{err}")
-    time.sleep(rng.uniform(*crash_after))  # the random moment of the crash (not a wait for a condition)
+    return child
+
+
+def kill_and_drain(child: subprocess.Popen) -> tuple[str, str]:
+    """SIGKILL, then everything the child printed.  Not ``communicate()``: with
+    two pipes it reads the raw descriptors and drops what an earlier
+    ``readline()`` had already buffered — the first acks of a cycle."""
     child.send_signal(signal.SIGKILL)
-    out, _ = child.communicate(timeout=30)
-    return parse_acks(out)
+    assert child.stdout is not None and child.stderr is not None
+    out, err = child.stdout.read(), child.stderr.read()
+    child.wait(timeout=30)
+    return out, err
+
+
+def run_cycle(cfg: dict, name: str, cycle: int, rng: random.Random,
+              crash_after: tuple[float, float] = (0.0, 0.4)) -> list[tuple[int, int, str]]:
+    """One writer process, SIGKILLed after a random delay → its (cycle, seq, id) acks."""
+    child = start_writer(cfg, name, cycle)
+    time.sleep(rng.uniform(*crash_after))  # the random moment of the crash (not a wait for a condition)
+    return parse_acks(kill_and_drain(child)[0])
 
 
 def parse_acks(out: str) -> list[tuple[int, int, str]]:
@@ -54,13 +68,19 @@ async def read_back(cfg: logstore.Config, name: str, idle: float) -> list[logsto
         log = await c.open_log(name)
         async with await log.open_writer():
             pass
-        reader = await log.open_reader(EARLIEST)
-        got = []
-        while True:
-            try:
-                got.append(await reader.read_next(timeout=idle))
-            except TimeoutError:
-                return got
+        return await read_all(log, idle)
+
+
+async def read_all(log: logstore.LogHandle, idle: float) -> list[logstore.Message]:
+    """Every entry from the start, until none arrives for ``idle`` seconds."""
+    reader = await log.open_reader(EARLIEST)
+    got = []
+    while True:
+        try:
+            got.append(await reader.read_next(timeout=idle))
+        except TimeoutError:
+            await reader.close()
+            return got
 
 
 def check_exactly_once(got: list[logstore.Message], acked: list[tuple[int, int, str]]) -> None:

@@ -132,3 +132,53 @@ def test_dev_minio_up_env_down(tmp_path):
         down = run(["dev", "--workdir", wd, "minio", "down"])
     assert down.returncode == 0 and "stopped" in down.stderr, down.stderr
     assert _wait_gone(pid), f"minio (pid {pid}) still runs after `dev minio down`"
+
+
+def test_bench_without_minio_is_one_line_naming_the_fix(tmp_path):
+    """No MinIO anywhere (empty cache, none on PATH): ``picchio bench
+    --backend minio`` says what to build, exit 2, no traceback."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), PICCHIO_CACHE=str(tmp_path / "cache"),
+               PATH=os.path.dirname(sys.executable) + ":/usr/bin:/bin")
+    env.pop("PICCHIO_MINIO_BIN", None)
+    r = subprocess.run(PICCHIO + ["bench", "append", "--backend", "minio", "--seconds", "0.1",
+                                  "--dir", str(tmp_path / "bench")], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "make components ONLY=minio" in r.stderr, r.stderr
+
+
+def test_dev_plugin_service_up_status_down(tmp_path, capsys):
+    """A service registered from outside the product (as the harness does
+    with ``cluster``) gets the same up/env/status/down: its process outlives
+    ``up``, ``down`` stops exactly the recorded PID; a start that cannot find
+    its program is one line and exit 2."""
+    import argparse
+    from pathlib import Path
+
+    from logstore.dev.cli import DevService, main as dev_main
+    from logstore.dev.procs import ComponentMissing, Proc
+
+    def start(workdir: Path, args: argparse.Namespace) -> dict:
+        workdir.mkdir(parents=True, exist_ok=True)
+        p = Proc("sleeper", ["/bin/sleep", str(args.seconds)], workdir / "sleeper.log").start().detach()
+        return {"processes": [p.record()], "token": "t-1"}
+
+    svc = DevService("sleeper", "a sleeping process", start, lambda s: [("SLEEPER_TOKEN", s["token"])],
+                     add_arguments=lambda ap: ap.add_argument("--seconds", default="300"))
+    wd = str(tmp_path / "dev")
+    assert dev_main(["--workdir", wd, "sleeper", "up"], extra=[svc]) == 0
+    assert "export SLEEPER_TOKEN=t-1" in capsys.readouterr().out
+    assert dev_main(["--workdir", wd, "sleeper", "status"], extra=[svc]) == 0
+    pid = int(capsys.readouterr().out.split("pid")[1].split()[0])
+    assert not _pid_gone(pid)
+    assert dev_main(["--workdir", wd, "sleeper", "down"], extra=[svc]) == 0
+    assert "stopped sleeper" in capsys.readouterr().err
+    assert _wait_gone(pid), f"sleep (pid {pid}) still runs after down"
+    assert dev_main(["--workdir", wd, "sleeper", "env"], extra=[svc]) == 1
+    assert "sleeper is not up" in capsys.readouterr().err
+
+    def missing(workdir: Path, args: argparse.Namespace) -> dict:
+        raise ComponentMissing("sleeper is not built: run `make sleeper`")
+
+    broken = DevService("sleeper", "not built", missing, lambda s: [])
+    assert dev_main(["--workdir", wd, "sleeper", "up"], extra=[broken]) == 2
+    assert capsys.readouterr().err.strip() == "error: sleeper is not built: run `make sleeper`"

@@ -119,3 +119,26 @@ def test_cli_bad_input_is_one_line_error_not_traceback(make_config, tmp_path):
         r = _no_traceback(_picchio(path, "log", "read", "x", "--timeout", t, check=False))
         assert r.returncode == 2 and "--timeout" in r.stderr
     assert _picchio(path, "log", "read", "x", "--timeout", "0.2").stdout == ""
+
+
+def test_config_check_shows_woodpeckers_file_with_units_sources_and_no_effect_marks(tmp_path):
+    """`picchio config check` on Woodpecker's own shipped file: every key, its
+    value in Woodpecker's units, where it came from, and what is ignored here."""
+    from pathlib import Path
+    shipped = str(Path(__file__).parents[1] / "unit" / "data" / "woodpecker-v0.1.35.yaml")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), PICCHIO_ETCD_AUTH_PASSWORD="s3cr3t-from-env")
+    r = subprocess.run([sys.executable, "-m", "logstore.cli.main", "config", "check", shipped], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines() if line.startswith(("etcd.", "log."))}
+    assert rows["etcd.requestTimeout"] == ["10s", "file"]                  # 10000 ms
+    assert rows["etcd.auth.password"] == ["***", "env"] and "s3cr3t-from-env" not in r.stdout
+    assert rows["log.level"][-2:] == ["no", "effect"] and rows["log.level"][1] == "file"
+    inert = logstore.Config.from_yaml(shipped).inert_keys()
+    assert f"{len(inert)} key(s) set in {shipped} or the environment have no effect here: {', '.join(inert)}" in r.stdout
+    assert "etcd prefix: by-dev/woodpecker/" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("woodpecker:\n  client:\n    segmentAppend:\n      queueSiz: 1\n")
+    r = _no_traceback(subprocess.run([sys.executable, "-m", "logstore.cli.main", "config", "check", str(bad)],
+                                     env=env, capture_output=True, text=True, timeout=60))
+    assert r.returncode == 1 and "woodpecker.client.segmentAppend.queueSiz: unknown configuration key" in r.stderr

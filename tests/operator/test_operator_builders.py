@@ -62,10 +62,11 @@ def test_client_config_is_what_an_application_needs_and_no_secret() -> None:
             cfg["woodpecker.client.quorum.ackQuorum"]) == (3, 2, 2)
     assert cfg["etcd.endpoints"] == ["etcd.picchio-system.svc:2379"] and cfg["etcd.rootPath"] == "wal"
     assert (cfg["minio.bucketName"], cfg["minio.rootPath"]) == ("picchio", "wal")
-    assert cfg["woodpecker.client.segmentRollingPolicy.maxSize"] == 128_000_000  # spec.config reaches clients
+    assert cfg["woodpecker.client.segmentRollingPolicy.maxSize"] == 128 << 20  # spec.config reaches clients (128M, binary)
     c = parse_cluster(svc)
     text = b.desired_children(c, render_config(c))[1]["data"]["woodpecker.yaml"]
     body = yaml.safe_load(text)
+    assert body["etcd"]["auth"] == {"enabled": True}  # Woodpecker's switch; user and password come from env
     assert "username" not in body["etcd"] and "password" not in body["etcd"]
     assert "accessKeyID" not in body["minio"] and "secretAccessKey" not in body["minio"]
     assert "minioadmin" not in text
@@ -211,6 +212,6 @@ def test_pods_never_get_the_admin_secret() -> None:
                                 "storage": {"endpoint": "http://minio:9000", "bucket": "b"}}})
     sts = b.statefulset(c, render_config(c))
     env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
-    for var, key in (("PICCHIO_ETCD_USERNAME", "username"), ("PICCHIO_ETCD_PASSWORD", "password")):
+    for var, key in (("PICCHIO_ETCD_AUTH_USERNAME", "username"), ("PICCHIO_ETCD_AUTH_PASSWORD", "password")):
         assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "wal-etcd-client", "key": key}
     assert "etcd-admin" not in str(sts)

@@ -25,7 +25,7 @@ def test_rendered_file_loads_with_the_logstore_loader(tmp_path) -> None:
     assert loaded["minio.bucketName"] == "picchio"
     assert loaded["minio.rootPath"] == "wal"
     assert loaded["etcd.rootPath"] == "wal"
-    assert loaded["woodpecker.client.segmentRollingPolicy.maxSize"] == 128_000_000
+    assert loaded["woodpecker.client.segmentRollingPolicy.maxSize"] == 128 << 20  # "128M": binary, as in Woodpecker
     assert loaded["woodpecker.client.segmentRollingPolicy.maxInterval"] == 300.0
     assert loaded.meta_prefix == cfg.meta_prefix == "wal/woodpecker"
 
@@ -49,6 +49,25 @@ def test_bad_overrides_name_the_key(config, needle) -> None:
         render_config(parse_cluster(cluster_body(config=config)))
     assert needle in str(e.value)
     assert str(e.value).startswith("spec.config: ")
+
+
+def test_spec_config_takes_woodpeckers_keys_and_units(tmp_path) -> None:
+    """A Woodpecker/Milvus user's woodpecker.* section is accepted as written and
+    rendered with Woodpecker's names; the pods read it in Woodpecker's units."""
+    wp = {"woodpecker": {"logstore": {"segmentSyncPolicy": {"maxInterval": 200, "maxFlushSize": "2MB"},
+                                      "segmentCompactionPolicy": {"maxSize": "4M"},  # Milvus's name
+                                      "retentionPolicy": {"ttl": 3600}},
+                         "client": {"segmentAppend": {"queueSize": 100}}}}
+    cfg = render_config(parse_cluster(cluster_body(config=wp)))
+    doc = yaml.safe_load(cfg.text)["woodpecker"]["logstore"]
+    assert doc["segmentCompactionPolicy"] == {"maxBytes": "4M"} and doc["segmentSyncPolicy"]["maxInterval"] == 200
+    p = tmp_path / "woodpecker.yaml"
+    p.write_text(cfg.text)
+    loaded = Config.from_yaml(p)
+    assert loaded["woodpecker.logstore.segmentSyncPolicy.maxInterval"] == pytest.approx(0.2)  # 200 ms
+    assert loaded["woodpecker.logstore.segmentSyncPolicy.maxFlushSize"] == 2 << 20
+    assert loaded["woodpecker.logstore.segmentCompactionPolicy.maxBytes"] == 4 << 20
+    assert "woodpecker.logstore.retentionPolicy.ttl" in loaded.inert_keys()
 
 
 def test_dotted_and_nested_overrides_render_identically() -> None:

@@ -74,7 +74,8 @@ def test_cluster_scale_subresource_and_columns() -> None:
     assert v["subresources"]["scale"] == {"specReplicasPath": ".spec.replicas",
                                           "statusReplicasPath": ".status.replicas",
                                           "labelSelectorPath": ".status.selector"}
-    assert [c["name"].upper() for c in v["additionalPrinterColumns"]] == ["MODE", "REPLICAS", "READY", "STATUS", "AGE"]
+    assert [c["name"].upper() for c in v["additionalPrinterColumns"]] == ["MODE", "REPLICAS", "READY", "STATUS",
+                                                                          "SCALEDOWN", "TOFLUSH", "ORPHANS", "AGE"]
 
 
 def test_log_columns() -> None:

@@ -100,7 +100,8 @@ def test_printer_columns(kubectl, api, ns) -> None:
     create(api, ns, "woodpeckerlogs", log())
     out = kubectl("get", "wpc,wplog", "-n", ns).stdout
     lines = out.splitlines()
-    assert any(line.split()[:6] == ["NAME", "MODE", "REPLICAS", "READY", "STATUS", "AGE"] for line in lines), out
+    assert any(line.split()[:9] == ["NAME", "MODE", "REPLICAS", "READY", "STATUS", "SCALEDOWN", "TOFLUSH", "ORPHANS",
+                                    "AGE"] for line in lines), out
     assert any(line.split()[:8] == ["NAME", "CLUSTER", "LOG", "SEGMENTS", "LAST", "TRUNCATED", "SIZE", "AGE"]
                for line in lines), out
     explain = kubectl("explain", "wpc.spec.quorum.ackQuorum").stdout

@@ -237,8 +237,8 @@ def test_cluster_with_etcd_auth_gets_a_scoped_user(k8s_cluster, api, ns, auth_op
         return items if len(items) == 3 else None
     pod = wait_for("3 LogStore pods", pods, timeout=90)[0]
     env = pod_env(pod, {"wal-etcd-client": secret})
-    pw = env["PICCHIO_ETCD_PASSWORD"]
-    assert env["PICCHIO_ETCD_USERNAME"] == principal and len(pw) >= 24
+    pw = env["PICCHIO_ETCD_AUTH_PASSWORD"]
+    assert env["PICCHIO_ETCD_AUTH_USERNAME"] == principal and len(pw) >= 24
     sts = api.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/wal-server")
     assert ROOT_PW not in str(sts) and "etcd-admin" not in str(sts)
 
@@ -247,7 +247,7 @@ def test_cluster_with_etcd_auth_gets_a_scoped_user(k8s_cluster, api, ns, auth_op
     cfg = render_config(parse_cluster(o))
     values = client_config(cfg, {"minio.accessKeyID": minio.access_key, "minio.secretAccessKey": minio.secret_key})
     conf = logstore.Config.from_dict(values).with_env(env)
-    assert conf["etcd.username"] == principal
+    assert conf["etcd.auth.userName"] == principal and conf["etcd.auth.enabled"] is True
 
     async def write() -> None:
         async with logstore.Client(conf) as client:

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ from collections import defaultdict
 import pytest
 
 import logstore
-from crashcheck import WRITER, check_exactly_once, parse_acks, read_back
+from crashcheck import WRITER, check_exactly_once, kill_and_drain, parse_acks, read_back, start_writer
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +61,7 @@ def wait_until(cond, what: str, timeout: float) -> bool:
 def power_cycle(fs, cfg: dict, name: str, cycle: int, rng: random.Random, mode: str) -> tuple[list, str]:
     """One writer on ``fs``; the power goes either at a random moment or
     exactly as the N-th write or fsync arrives → (acks, how the cut came)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    child = subprocess.Popen([sys.executable, str(WRITER), json.dumps(cfg), name, str(cycle)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    assert line.strip() == "open", f"writer did not start: {line!r} {child.stderr.read() if child.poll() is not None else ''}"
+    child = start_writer(cfg, name, cycle)
     how = rng.choice(["time", "write", "fsync"])
     if how == "time":
         time.sleep(rng.uniform(0.05, 0.6))  # the random moment of the cut (not a wait for a condition)
@@ -75,9 +69,7 @@ def power_cycle(fs, cfg: dict, name: str, cycle: int, rng: random.Random, mode: 
         fs.arm(how, rng.randint(1, 150), mode, seed=cycle)
         if not wait_until(lambda: not fs.alive() or child.poll() is not None, f"armed cut at the {how}", timeout=5):
             how += " never came"  # (a writer that stopped syncing); the cut comes now
-    child.send_signal(signal.SIGKILL)
-    out, _ = child.communicate(timeout=30)
-    acks = parse_acks(out)
+    acks = parse_acks(kill_and_drain(child)[0])
     dirty = fs.stats() if fs.alive() else None  # what a timed cut is about to drop
     fs.power_cut(mode, seed=cycle)
     fs.mount()
@@ -186,20 +178,11 @@ async def test_power_cuts_one_logstore_at_a_time(make_config, lazyfs, tmp_path, 
             return f"ls{i}:{how}"
 
         def cycle_with_cut(cycle: int, rng: random.Random) -> tuple[list, str]:
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-            child = subprocess.Popen([sys.executable, str(WRITER), json.dumps(cflat), "powered", str(cycle)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-            assert child.stdout is not None
-            line = child.stdout.readline()
-            assert line.strip() == "open", f"writer did not start: {line!r} {child.stderr.read() if child.poll() is not None else ''}"
+            child = start_writer(cflat, "powered", cycle)
             time.sleep(rng.uniform(0.1, 0.8))  # the random moment of the cut
             how = cut_one(cycle % 3, rng, cycle)
             time.sleep(rng.uniform(0.1, 0.5))   # the writer goes on with the other two, then crashes too
-            child.send_signal(signal.SIGKILL)
-            out, _ = child.communicate(timeout=30)
-            acks = [(int(p[1]), int(p[2]), p[3]) for p in (ln.split() for ln in out.splitlines())
-                    if len(p) == 4 and p[0] == "ack"]
-            return acks, how
+            return parse_acks(kill_and_drain(child)[0]), how
 
         rng = random.Random(f"service-power-{mode}")
         acked, cuts = [], []
@@ -226,10 +209,7 @@ async def test_power_cuts_one_logstore_at_a_time(make_config, lazyfs, tmp_path, 
                         break
             finally:
                 guard.cancel()
-            child.send_signal(signal.SIGKILL)
-            out, _ = child.communicate(timeout=30)
-            acks += [(int(p[1]), int(p[2]), p[3]) for p in (ln.split() for ln in out.splitlines())
-                     if len(p) == 4 and p[0] == "ack"]
+            acks += parse_acks(kill_and_drain(child)[0])
             assert len(acks) >= want, f"the last writer acknowledged only {len(acks)} entries"
             return acks
 

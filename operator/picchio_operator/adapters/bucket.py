@@ -20,7 +20,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, SSLError
 
 from ..model import lifecycle as lc
 from ..model.spec import ClusterSpec
@@ -51,13 +51,17 @@ def _status(e: ClientError) -> int:
 
 
 def s3_client(spec: ClusterSpec, access_key: str | None, secret_key: str | None, *,
-              timeout: float = 10.0, attempts: int = 3) -> Any:
+              timeout: float = 10.0, attempts: int = 3, ca_file: str | None = None) -> Any:
+    """``ca_file``: the CA from spec.storage.caSecret (written to a private file
+    by ``tlsfiles``), to verify an https endpoint signed by a private CA;
+    None: the system CAs."""
     return boto3.client(
         "s3",
         endpoint_url=spec.storage.endpoint_url,
         region_name=spec.storage.region or "us-east-1",
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
+        verify=ca_file or None,
         config=BotoConfig(connect_timeout=timeout, read_timeout=timeout,
                           retries={"max_attempts": attempts, "mode": "standard"},
                           s3={"addressing_style": "path"}),
@@ -70,7 +74,15 @@ def _call(what: str, fn: Callable[[], Any], reason: str = "StorageUnreachable") 
     except ClientError as e:
         raise StorageError(f"{what}: {_code(e) or _status(e)}: {e}", reason) from e
     except BotoCoreError as e:
-        raise StorageError(f"{what}: {e}", reason) from e
+        raise _boto_error(what, e, reason) from e
+
+
+def _boto_error(what: str, e: BotoCoreError, reason: str = "StorageUnreachable") -> StorageError:
+    """A transport failure; a TLS verification failure says which field to check."""
+    if isinstance(e, SSLError):
+        return StorageError(f"{what}: TLS: {e} (check spec.storage.caSecret: the CA that signed the endpoint's "
+                            "certificate)", "StorageTLSFailed")
+    return StorageError(f"{what}: {e}", reason)
 
 
 def ensure_bucket(s3: Any, bucket: str, create: bool) -> bool:
@@ -86,7 +98,7 @@ def ensure_bucket(s3: Any, bucket: str, create: bool) -> bool:
                                    "AccessDenied") from e
             raise StorageError(f"bucket {bucket}: {e}") from e
     except BotoCoreError as e:
-        raise StorageError(f"bucket {bucket}: {e}") from e
+        raise _boto_error(f"bucket {bucket}", e) from e
     if not create:
         raise StorageError(f"bucket {bucket} does not exist; create it or set spec.storage.createBucket: true",
                            "BucketMissing")

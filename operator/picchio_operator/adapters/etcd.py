@@ -30,6 +30,10 @@ import grpc
 from aetcd import rpc
 from aetcd.rpc import auth_pb2
 
+from logstore.errors import ConfigError, MetadataError
+from logstore.meta.etcdconn import EtcdTLS, open_client
+from logstore.redact import redact
+
 from ..model.etcdkeys import initial_keys, purge_prefix
 from . import AdapterError
 
@@ -80,9 +84,13 @@ class EtcdKeyspace:
     """One short-lived connection to the first reachable endpoint."""
 
     def __init__(self, endpoints: Sequence[str], *, username: str | None = None, password: str | None = None,
-                 timeout: float = 5.0, attempts: int = 3) -> None:
+                 timeout: float = 5.0, attempts: int = 3, tls: EtcdTLS | None = None) -> None:
         self._endpoints = list(endpoints)
         self._username, self._password = username or None, password or None
+        # TLS (spec.etcd.tlsSecret) as the WAL does it: same client class, same endpoint rule
+        # (https:// always, bare host:port when tls.enabled)
+        self._tls = tls or EtcdTLS(enabled=False)
+        self._more_secrets: list[str] = []  # passwords this connection sets (ensure_client_user)
         self._timeout = timeout
         self._attempts = attempts
         self._client: aetcd.Client | None = None
@@ -92,26 +100,35 @@ class EtcdKeyspace:
         errors: list[str] = []
         for ep in self._endpoints:
             host, port = _split(ep)
-            client = aetcd.Client(host=host, port=port, username=self._username, password=self._password,
-                                  timeout=int(max(1, self._timeout)), connect_wait_timeout=int(max(1, self._timeout)))
+            url = f"{'https' if self._tls.uses_tls(ep) else 'http'}://{host}:{port}"
             try:
-                await asyncio.wait_for(client.connect(), self._timeout)
-                st = await asyncio.wait_for(client.status(), self._timeout)
+                client = await open_client(url, tls=self._tls, username=self._username, password=self._password,
+                                           timeout=self._timeout)
+                st = client.server_status
+            except ConfigError as e:  # a TLS file the Secret gave us is unusable
+                raise EtcdError(self._redact(f"spec.etcd.tlsSecret: {e}"), "EtcdTLSInvalid") from None
+            except MetadataError as e:  # the TLS handshake failed (wrong CA, TLS version, not TLS)
+                errors.append(self._redact(f"{ep}: {e}"))
+                continue
             except (TimeoutError, Exception) as e:  # noqa: BLE001 - any failure: try the next endpoint
-                await _close(client)
                 if _AUTH_OFF in str(e):
                     raise EtcdError(f"etcd at {ep} has authentication off, but spec.etcd.credentialsSecret is "
                                     "set: enable authentication on etcd, or remove credentialsSecret",
                                     "EtcdAuthDisabled") from None
                 if "authentication failed" in str(e):
-                    raise EtcdError(f"etcd at {ep} rejected the user in spec.etcd.credentialsSecret: {e}",
-                                    "EtcdAuthFailed") from None
-                errors.append(f"{ep}: {type(e).__name__}: {e}")
+                    raise EtcdError(self._redact(f"etcd at {ep} rejected the user in spec.etcd.credentialsSecret: "
+                                                 f"{e}"), "EtcdAuthFailed") from None
+                errors.append(self._redact(f"{ep}: {type(e).__name__}: {e}"))
                 continue
             self._client = client
             self.server_version = str(getattr(st, "version", ""))
             return self
-        raise EtcdError(f"no etcd endpoint reachable ({'; '.join(errors)}); check spec.etcd.endpoints")
+        hint = "" if self._tls.enabled else " (if etcd serves TLS, set spec.etcd.tlsSecret)"
+        raise EtcdError(f"no etcd endpoint reachable ({'; '.join(errors)}); check spec.etcd.endpoints{hint}",
+                        "EtcdTLSFailed" if any("TLS" in e or "certificate" in e for e in errors) else None)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, (self._password, *self._more_secrets))
 
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
@@ -130,13 +147,14 @@ class EtcdKeyspace:
                 return await asyncio.wait_for(fn(), self._timeout)
             except (TimeoutError, aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError, aetcd.InternalError) as e:
                 if attempt == self._attempts:
-                    raise EtcdError(f"etcd {what} failed after {attempt} attempts: {e!r}") from e
-                log.warning("etcd %s failed (attempt %d/%d): %r; retrying", what, attempt, self._attempts, e)
+                    raise EtcdError(self._redact(f"etcd {what} failed after {attempt} attempts: {e!r}")) from None
+                log.warning("etcd %s failed (attempt %d/%d): %s; retrying", what, attempt, self._attempts,
+                            self._redact(repr(e)))
                 await asyncio.sleep(delay)
                 delay *= 2
             except aetcd.ClientError as e:
                 reason = "EtcdAuthFailed" if "auth" in type(e).__name__.lower() else "EtcdError"
-                raise EtcdError(f"etcd {what} failed: {e!r}", reason) from e
+                raise EtcdError(self._redact(f"etcd {what} failed: {e!r}"), reason) from None
         raise AssertionError("unreachable")
 
     async def ensure_keyspace(self, meta_prefix: str) -> KeyspaceReport:
@@ -186,7 +204,7 @@ class EtcdKeyspace:
                             "authentication, e.g. hold the root role)")
             else:
                 reason = "EtcdAuthError"
-            raise EtcdError(f"etcd {what} failed: {e.code().name}: {details}", reason) from None
+            raise EtcdError(self._redact(f"etcd {what} failed: {e.code().name}: {details}"), reason) from None
 
     async def auth_enabled(self) -> bool:
         st = await self._auth("auth status", "AuthStatus", rpc.AuthStatusRequest())
@@ -197,6 +215,7 @@ class EtcdKeyspace:
         """Role ``role`` with READWRITE on ``[key, range_end)``, and user
         ``user`` with ``password`` holding that role.  Needs an admin
         connection (the root role, or a user allowed to manage auth)."""
+        self._more_secrets.append(password)
         perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=key, range_end=range_end)
         got = await self._auth("role get", "RoleGet", rpc.AuthRoleGetRequest(role=role), missing_ok=True)
         role_created = got is None

@@ -14,11 +14,13 @@ import base64
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+
+from logstore.redact import SecretFilter, redact
 
 from ..model.constants import FIELD_MANAGER, GROUP, VERSION
 from . import AdapterError
@@ -48,6 +50,17 @@ class NotFound(KubeError):
     pass
 
 
+def _redacted(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every string in it passed through :func:`redact`."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, secrets) for v in value]
+    return value
+
+
 @dataclass
 class Kube:
     """One authenticated API client; ``timeout`` bounds every request
@@ -56,6 +69,9 @@ class Kube:
     api: ApiClient
     timeout: tuple[float, float] = (5.0, 30.0)
     field_manager: str = FIELD_MANAGER
+    # Secret values the operator has read or made (handlers.common.read_credentials adds them):
+    # redacted from every status this adapter writes, from events and from log records.
+    redactor: SecretFilter = field(default_factory=lambda: SecretFilter(()))
 
     # -- plumbing ----------------------------------------------------------------
     def _request_sync(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
@@ -85,7 +101,7 @@ class Kube:
             except (ValueError, AttributeError):
                 pass
             cls = NotFound if resp.status == 404 else KubeError
-            raise cls(f"{method} {path}: {resp.status} {msg}", resp.status)
+            raise cls(redact(f"{method} {path}: {resp.status} {msg}", self.redactor.secrets), resp.status)
         return json.loads(text) if text else None
 
     async def _request(self, method: str, path: str, **kw: Any) -> Any:
@@ -176,7 +192,7 @@ class Kube:
         """Merge-patch ``status`` through the status subresource.  With
         ``resource_version`` the write fails (409) if the object changed since
         it was read — callers that computed conditions from a read use it."""
-        body: dict[str, Any] = {"status": dict(status)}
+        body: dict[str, Any] = {"status": _redacted(dict(status), self.redactor.secrets)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         try:

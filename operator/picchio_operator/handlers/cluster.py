@@ -9,6 +9,7 @@ on a bad spec or an unreachable dependency.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from typing import Any
@@ -27,7 +28,9 @@ from ..model.config import InvalidConfig, RenderedConfig, render_client_config, 
 from ..model.etcdkeys import client_permission
 from ..model.spec import ClusterSpec, SpecError, parse_cluster
 from ..runtime import KopfLogger, Runtime, utcnow
-from .common import etcd_credentials, protect_secrets, release_secret, s3_credentials, status_of
+from .common import (etcd_credentials, etcd_tls, protect_secrets, release_secret, s3_credentials, status_of,
+                     storage_ca)
+from . import gauges, orphans, scaledown
 
 log = logging.getLogger(__name__)
 KIND = "WoodpeckerCluster"
@@ -39,7 +42,7 @@ async def check_etcd(rt: Runtime, c: ClusterSpec, cfg: RenderedConfig, body: Any
     scoped: str | None = None
     try:
         user, pw = await etcd_credentials(rt.kube, c)
-        async with EtcdKeyspace(c.etcd.endpoints, username=user, password=pw,
+        async with EtcdKeyspace(c.etcd.endpoints, username=user, password=pw, tls=await etcd_tls(rt, c),
                                 timeout=rt.tunables.etcd_timeout) as ks:
             rep = await ks.ensure_keyspace(cfg.meta_prefix)
             if c.etcd.credentials_secret:
@@ -68,6 +71,7 @@ async def ensure_client_user(rt: Runtime, c: ClusterSpec, cfg: RenderedConfig, k
     except NotFound:
         data = {}
     password = (data.get("password") if data.get("username") == name else None) or generate_password()
+    rt.kube.redactor.add(password)
     try:
         await rt.kube.apply(etcd_client_secret(c, name, password))
     except KubeError as e:
@@ -93,7 +97,7 @@ async def check_storage(rt: Runtime, c: ClusterSpec, body: Any) -> Cond:
                     "storage type local: a file system shared by the writers; nothing to verify remotely")
     try:
         ak, sk = await s3_credentials(rt.kube, c)
-        s3 = bucket_adapter.s3_client(c, ak, sk, timeout=rt.tunables.s3_timeout)
+        s3 = bucket_adapter.s3_client(c, ak, sk, timeout=rt.tunables.s3_timeout, ca_file=await storage_ca(rt, c))
         rep = await asyncio.to_thread(bucket_adapter.ensure_storage, s3, c)
     except (AdapterError, SpecError) as e:
         return cond(STORAGE_READY, False, getattr(e, "reason", "InvalidSpec"), str(e))
@@ -134,6 +138,7 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
         sts_obj = None
         cfg: RenderedConfig | None = None
         client_cfg: RenderedConfig | None = None
+        scale: scaledown.ScaleStep | None = None
         try:
             cfg = render_config(c)
             client_cfg = render_client_config(c, cfg)
@@ -147,8 +152,12 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
         if cfg is not None and checks:
             etcd_c, storage_c = await asyncio.gather(check_etcd(rt, c, cfg, fresh), check_storage(rt, c, fresh))
             failures += [x.message for x in (etcd_c, storage_c) if not x.ok]
+            if c.service_mode and client_cfg is not None:
+                # a lower spec.replicas holds the StatefulSet until the leaving LogStores are drained
+                scale = await scaledown.step(rt, c, client_cfg, old, fresh)
+            applied = dataclasses.replace(c, replicas=scale.replicas) if scale else c
             try:
-                for obj in desired_children(c, cfg, client_cfg):
+                for obj in desired_children(applied, cfg, client_cfg):
                     applied = await rt.kube.apply(obj)
                     if obj["kind"] == "StatefulSet":
                         sts_obj = applied
@@ -165,6 +174,11 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
             config_hash=cfg.hash if cfg else None, meta_prefix=cfg.meta_prefix if cfg else None, now=utcnow())
         if protected is not None:
             status["protectedSecrets"] = protected
+        if scale is not None:
+            status["conditions"] = set_condition(status["conditions"], scale.condition, generation=c.generation,
+                                                 now=utcnow())
+            status["scaleDown"] = scale.status
+        gauges.cluster(rt.metrics, c, status)
         if status_changed(old, status):
             await rt.kube.patch_status(k.CLUSTER_PLURAL, c.namespace, c.name, status)
         return failures
@@ -184,14 +198,29 @@ async def _reconcile_handler(body: Any, memo: Any, retry: int, logger: KopfLogge
         raise kopf.TemporaryError("; ".join(failures), delay=rt.backoff(retry))
 
 
-async def _resync_timer(body: Any, memo: Any, logger: KopfLogger, **_: Any) -> None:
-    rt: Runtime = memo.rt
+async def _timed_pass(rt: Runtime, body: Any, logger: KopfLogger, what: str) -> bool:
+    """A full pass from a timer (none on an object being deleted); failures
+    are logged, not raised — the timer comes back anyway.  True if it passed."""
     if body.get("metadata", {}).get("deletionTimestamp"):
-        return
+        return False
     with rt.metrics.reconcile(KIND):
         failures = await reconcile(rt, body)
     if failures:
-        logger.info("resync: %s", "; ".join(failures))
+        logger.info("%s: %s", what, "; ".join(failures))
+    return not failures
+
+
+async def _resync_timer(body: Any, memo: Any, logger: KopfLogger, **_: Any) -> None:
+    rt: Runtime = memo.rt
+    if not await _timed_pass(rt, body, logger, "resync"):
+        return
+    fresh = await rt.kube.get_custom(k.CLUSTER_PLURAL, body["metadata"]["namespace"], body["metadata"]["name"])
+    if fresh is not None and not fresh["metadata"].get("deletionTimestamp"):
+        await orphans.scan_if_due(rt, fresh, parse_cluster(fresh), logger)
+
+
+async def _scaledown_timer(body: Any, memo: Any, logger: KopfLogger, **_: Any) -> None:
+    await _timed_pass(memo.rt, body, logger, "scale-down pass")
 
 
 async def _statefulset_event(body: Any, memo: Any, type: str | None, **_: Any) -> None:
@@ -232,7 +261,8 @@ async def _delete_handler(body: Any, memo: Any, retry: int, logger: KopfLogger, 
     if c.storage.type == "minio":
         try:
             ak, sk = await s3_credentials(rt.kube, c)
-            s3 = bucket_adapter.s3_client(c, ak, sk, timeout=rt.tunables.s3_timeout)
+            s3 = bucket_adapter.s3_client(c, ak, sk, timeout=rt.tunables.s3_timeout,
+                                          ca_file=await storage_ca(rt, c))
             deleted, done = await asyncio.to_thread(bucket_adapter.purge, s3, c,
                                                     max_objects=rt.tunables.purge_batch_objects)
             logger.info("purged %d objects under %s/%s", deleted, c.storage.bucket, c.storage.root_prefix)
@@ -245,7 +275,7 @@ async def _delete_handler(body: Any, memo: Any, retry: int, logger: KopfLogger, 
     if not failures:
         try:
             user, pw = await etcd_credentials(rt.kube, c)
-            async with EtcdKeyspace(c.etcd.endpoints, username=user, password=pw,
+            async with EtcdKeyspace(c.etcd.endpoints, username=user, password=pw, tls=await etcd_tls(rt, c),
                                     timeout=rt.tunables.etcd_timeout) as ks:
                 n = await ks.purge(meta_prefix)
                 if c.etcd.credentials_secret:
@@ -275,6 +305,7 @@ async def _release_all(rt: Runtime, c: ClusterSpec, body: Any) -> None:
     from .common import referenced_secrets
 
     await rt.kube.patch_status(k.CLUSTER_PLURAL, c.namespace, c.name, {"finalized": True})
+    gauges.forget_cluster(rt.metrics, c.namespace, c.name)
     for name in sorted(referenced_secrets(c) | set(status_of(body).get("protectedSecrets") or [])):
         await release_secret(rt.kube, c, name)
     rt.locks.forget(c.uid)
@@ -297,6 +328,9 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float) -> None:
     kopf.on.delete(*res, id="purge", registry=registry)(_delete_handler)
     kopf.timer(*res, id="resync", interval=resync_seconds, initial_delay=resync_seconds,
                registry=registry)(_resync_timer)
+    # a scale-down in progress is looked at every few seconds, not once a resync
+    kopf.timer(*res, id="scaledown", interval=scaledown.POLL_SECONDS, initial_delay=scaledown.POLL_SECONDS,
+               when=lambda body, **_: scaledown.in_progress(body), registry=registry)(_scaledown_timer)
     kopf.on.event("apps", "v1", "statefulsets", id="logstores",
                   labels={k.LABEL_MANAGED_BY: k.MANAGED_BY, k.LABEL_COMPONENT: k.COMPONENT_LOGSTORE},
                   registry=registry)(_statefulset_event)

@@ -19,11 +19,12 @@ from ..adapters import AdapterError
 from ..adapters.logs import LogOps, LogStoreError
 from ..model import constants as k
 from ..model.conditions import Cond, cond, status_changed
-from ..model.config import InvalidConfig, client_config, render_config
+from ..model.config import InvalidConfig
 from ..model.log import READY, GcResult, LogObservation, gc_due, log_status, retention_watermark
 from ..model.spec import LogSpec, SpecError, parse_cluster, parse_log
 from ..runtime import KopfLogger, Runtime, utcnow
-from .common import client_secrets, status_of
+from . import gauges
+from .common import cluster_client, status_of
 
 log = logging.getLogger(__name__)
 KIND = "WoodpeckerLog"
@@ -38,12 +39,9 @@ async def _ops_for(rt: Runtime, s: LogSpec) -> tuple[LogOps, str]:
     if wpc is None:
         raise NotReady(f"WoodpeckerCluster {s.namespace}/{s.cluster_ref} not found", "ClusterNotFound")
     try:
-        c = parse_cluster(wpc)
-        cfg = render_config(c)
+        client, key = await cluster_client(rt, parse_cluster(wpc))
     except (InvalidConfig, SpecError) as e:
         raise NotReady(f"WoodpeckerCluster {s.cluster_ref} has an invalid spec: {e}", "ClusterInvalid") from None
-    key = f"{c.namespace}/{c.name}/{c.uid}"
-    client = await rt.logs.get(key, client_config(cfg, await client_secrets(rt.kube, c)))
     return LogOps(client, timeout=rt.tunables.log_call_timeout), key
 
 
@@ -101,6 +99,8 @@ async def sync(rt: Runtime, body: Any, *, force_gc: bool = False) -> str | None:
             ready = cond(READY, False, "InvalidSpec", str(e))
             failure = str(e)
         status = log_status(s, old=old, obs=obs, ready=ready, gc=gc, gc_error=gc_error, now=now, note=note)
+        if obs is not None:
+            gauges.log(rt.metrics, s, obs, now)
         if status_changed(old, status):
             await rt.kube.patch_status(k.LOG_PLURAL, s.namespace, s.name, status)
         return failure
@@ -147,6 +147,7 @@ async def _delete_handler(body: Any, memo: Any, retry: int, logger: KopfLogger, 
     fate of its data)."""
     rt: Runtime = memo.rt
     s = parse_log(body)
+    gauges.forget_log(rt.metrics, s.namespace, s.name)  # no pass runs on it any more
     if s.deletion_policy != "Delete":
         rt.locks.forget(s.uid)
         return

@@ -144,11 +144,21 @@ def _secret_env(c: ClusterSpec) -> list[Obj]:
         # Not the admin credentials the spec names: the operator-owned Secret
         # of the user that may touch only this cluster's prefix.
         own = k.etcd_client_secret_name(c.name)
-        pairs += [("etcd.username", own, "username"), ("etcd.password", own, "password")]
+        pairs += [("etcd.auth.userName", own, "username"), ("etcd.auth.password", own, "password")]
     for cfg_key, secret, secret_key in pairs:
         env.append({"name": k.ENV_SECRET_KEYS[cfg_key],
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key}}})
     return env
+
+
+def _tls_volumes(c: ClusterSpec) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(volume, Secret, mount path, keys) of the TLS Secrets the pods mount."""
+    out = []
+    if c.etcd.tls_secret:
+        out.append(("etcd-tls", c.etcd.tls_secret, k.ETCD_TLS_DIR, k.ETCD_TLS_KEYS))
+    if c.storage.type == "minio" and c.storage.ca_secret:
+        out.append(("storage-ca", c.storage.ca_secret, k.STORAGE_CA_DIR, k.STORAGE_CA_KEYS))
+    return out
 
 
 def statefulset(c: ClusterSpec, cfg: RenderedConfig) -> Obj:
@@ -183,6 +193,12 @@ def statefulset(c: ClusterSpec, cfg: RenderedConfig) -> Obj:
     if c.resources:
         container["resources"] = dict(c.resources)
     volumes: list[Obj] = [{"name": "config", "configMap": {"name": k.configmap_name(c.name)}}]
+    for vol, secret, path, keys in _tls_volumes(c):
+        # read-only files (0444: the image runs as uid 65532 and the pod sets no fsGroup, so an
+        # owner-only mode would leave them unreadable); the ConfigMap names the paths
+        volumes.append({"name": vol, "secret": {"secretName": secret, "defaultMode": 0o444,
+                                                "items": [{"key": key, "path": key} for key in keys]}})
+        container["volumeMounts"].append({"name": vol, "mountPath": path, "readOnly": True})
     pod_spec: Obj = {
         "containers": [container],
         "volumes": volumes,
@@ -215,9 +231,12 @@ def statefulset(c: ClusterSpec, cfg: RenderedConfig) -> Obj:
         if c.storage_class_name:
             pvc_spec["storageClassName"] = c.storage_class_name
         spec["volumeClaimTemplates"] = [{"metadata": {"name": "data"}, "spec": pvc_spec}]
-        # deletionPolicy Delete purges the cluster's data: its staging volumes go with it
+        # deletionPolicy Delete purges the cluster's data: its staging volumes go with it.  The operator
+        # lowers replicas only once the leaving LogStores are decommissioned (scaledown.py), so whenScaled
+        # Delete removes exactly the volumes that hold nothing outside object storage any more.
         when_deleted = "Delete" if c.deletion_policy == "Delete" else "Retain"
-        spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": when_deleted, "whenScaled": "Retain"}
+        spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": when_deleted,
+                                                        "whenScaled": c.storage.pvc_retention}
     else:
         volumes.append({"name": "data", "emptyDir": {}})
     return {
@@ -232,10 +251,13 @@ def client_configmap(c: ClusterSpec, client: RenderedConfig) -> Obj:
     """``<name>-client``: the woodpecker.yaml an application mounts to use this
     cluster (see ``config.render_client_config``).  Credentials are not in
     it; the application takes them from the Secrets as environment
-    variables (``PICCHIO_ETCD_USERNAME`` …), like the LogStores do."""
+    variables (``PICCHIO_ETCD_AUTH_USERNAME`` …), like the LogStores do."""
     meta = _meta(c, k.client_configmap_name(c.name), k.COMPONENT_CLIENT)
     meta["annotations"] = {k.CONFIG_HASH_ANNOTATION: client.hash}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {k.CONFIG_FILE: client.text}}
+    data = {k.CONFIG_FILE: client.text}
+    if client.milvus:
+        data[k.MILVUS_CONFIG_FILE] = client.milvus
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
 def etcd_client_secret(c: ClusterSpec, username: str, password: str) -> Obj:

@@ -1,10 +1,15 @@
 """Render a cluster's ``woodpecker.yaml`` from its spec and ``spec.config``.
 
 The WoodpeckerCluster spec owns the connection settings (etcd, storage); users
-may override only ``woodpecker.*`` tuning keys through ``spec.config``.  The
-overrides are validated against picchio's single configuration table
-(``logstore.config.SETTINGS``), so an unknown or mistyped key becomes a status
-condition naming the key instead of a pod that crash-loops on start.
+may override only ``woodpecker.*`` tuning keys through ``spec.config``.  Those
+are Woodpecker's own keys and units (``segmentSyncPolicy.maxInterval: 200`` is
+milliseconds, ``maxSize: 256M`` is binary) plus picchio's extras, so a
+Woodpecker/Milvus user's settings carry over and the rendered file is one they
+recognise.  The overrides are validated against picchio's single configuration
+table (``logstore.config.SETTINGS``), so an unknown or mistyped key becomes a
+status condition naming the key instead of a pod that crash-loops on start.
+Milvus's spelling of a key (``segmentCompactionPolicy.maxSize``) is rendered
+under Woodpecker's name (``maxBytes``).
 
 Secrets never land in the ConfigMap: credentials reach the pods as environment
 variables (``constants.ENV_SECRET_KEYS``), and the operator's own clients get
@@ -19,13 +24,14 @@ from typing import Any
 
 import yaml
 
-from logstore.config import SETTINGS, parse_size, validate_overrides
+from logstore.config import SETTINGS, go_path_join, parse_size, validate_overrides
 from logstore.errors import ConfigError
 
-from .constants import etcd_client_secret_name
+from .milvus import WOODPECKER_POOL, render_milvus_config, woodpecker_replicas
+from .constants import ETCD_TLS_DIR, STORAGE_CA_DIR, TLS_CA, TLS_CERT, TLS_KEY, etcd_client_secret_name
 from .spec import ClusterSpec, SpecError
 
-_KEYS = frozenset(s.key for s in SETTINGS)
+_BY_KEY = {s.key: s for s in SETTINGS}
 # woodpecker.* keys that the spec itself decides; overriding them through
 # spec.config would silently contradict the spec.
 _SPEC_OWNED = {
@@ -33,6 +39,7 @@ _SPEC_OWNED = {
     "woodpecker.client.quorum.ensembleSize": "spec.quorum.ensembleSize",
     "woodpecker.client.quorum.writeQuorum": "spec.quorum.writeQuorum",
     "woodpecker.client.quorum.ackQuorum": "spec.quorum.ackQuorum",
+    "woodpecker.client.quorum.quorumSelectStrategy.replicas": "spec.quorum",
 }
 
 
@@ -44,14 +51,14 @@ class InvalidConfig(ValueError):
 class RenderedConfig:
     values: dict[str, Any]  # dotted key → value as written in woodpecker.yaml
     text: str               # the woodpecker.yaml document
-    hash: str               # sha256 of text, 16 hex digits
+    hash: str               # sha256 of text (and milvus), 16 hex digits
+    milvus: str = ""        # client config only: the milvus.yaml sections (render_milvus_config)
 
     @property
     def meta_prefix(self) -> str:
         """etcd prefix of the cluster's metadata ({etcd.rootPath}/{woodpecker.meta.prefix})."""
-        parts = [p.strip("/") for p in (self.values["etcd.rootPath"], self.values.get("woodpecker.meta.prefix", "woodpecker"))
-                 if p.strip("/")]
-        return "/".join(parts) or "woodpecker"
+        prefix = go_path_join(self.values["etcd.rootPath"], self.values.get("woodpecker.meta.prefix", "woodpecker"))
+        return prefix if prefix not in ("", ".") else "woodpecker"
 
 
 def _flatten_raw(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -60,8 +67,11 @@ def _flatten_raw(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         full = f"{prefix}{k}"
-        if full in _KEYS:
-            out[full] = v
+        s = _BY_KEY.get(full)
+        if s is not None:
+            target = _BY_KEY.get(s.alias_of)
+            same_unit = target is not None and (target.type, target.unit) == (s.type, s.unit)
+            out[target.key if same_unit else full] = v
         elif isinstance(v, Mapping):
             out.update(_flatten_raw(v, full + "."))
     return out
@@ -109,6 +119,17 @@ def spec_values(c: ClusterSpec) -> dict[str, Any]:
             # LogStores and clients must not need that permission.
             "minio.createBucket": False,
         })
+    if c.etcd.credentials_secret:
+        v["etcd.auth.enabled"] = True  # the credentials themselves come as environment variables
+    if c.etcd.tls_secret:  # files of the mounted Secret (model.cluster.statefulset), never their contents
+        v.update({"etcd.ssl.enabled": True,
+                  "etcd.ssl.tlsCACert": f"{ETCD_TLS_DIR}/{TLS_CA}",
+                  "etcd.ssl.tlsCert": f"{ETCD_TLS_DIR}/{TLS_CERT}",
+                  "etcd.ssl.tlsKey": f"{ETCD_TLS_DIR}/{TLS_KEY}"})
+    if c.storage.type == "minio" and c.storage.ca_secret:
+        if not v["minio.useSSL"]:
+            raise InvalidConfig("spec.storage.caSecret needs an https:// spec.storage.endpoint")
+        v["minio.ssl.tlsCACert"] = f"{STORAGE_CA_DIR}/{TLS_CA}"
     if c.service_mode and c.storage_size:
         # the LogStores' staging budget is their own volume, not the fill level of whatever
         # file system backs it (a shared node disk would make them refuse writes)
@@ -149,7 +170,14 @@ def render_client_config(c: ClusterSpec, server: RenderedConfig | None = None) -
             "woodpecker.client.quorum.ensembleSize": c.quorum.ensemble_size,
             "woodpecker.client.quorum.writeQuorum": c.quorum.write_quorum,
             "woodpecker.client.quorum.ackQuorum": c.quorum.ack_quorum,
+            # what Woodpecker's own (Go) client reads from this file: it asks a seed
+            # (SelectNodes) for an ensemble; picchio's client ignores the key and reads
+            # the LogStores' registrations in etcd
+            "woodpecker.client.quorum.quorumBufferPools": [{"name": WOODPECKER_POOL, "seeds": list(c.seeds)}],
         })
+        replicas = woodpecker_replicas(c)
+        if replicas is not None:
+            values["woodpecker.client.quorum.quorumSelectStrategy.replicas"] = replicas
     try:
         validate_overrides(values)
     except ConfigError as e:
@@ -157,15 +185,26 @@ def render_client_config(c: ClusterSpec, server: RenderedConfig | None = None) -
     lines = [f"# Client configuration of WoodpeckerCluster {c.namespace}/{c.name}, rendered by picchio-operator.",
              "# Credentials are not in this file; pass them as environment variables:"]
     if c.etcd.credentials_secret:
-        lines.append(f"#   PICCHIO_ETCD_USERNAME/PICCHIO_ETCD_PASSWORD from Secret "
+        lines.append(f"#   PICCHIO_ETCD_AUTH_USERNAME/PICCHIO_ETCD_AUTH_PASSWORD from Secret "
                      f"{etcd_client_secret_name(c.name)} (keys username/password)")
     if c.storage.type == "minio" and c.storage.credentials_secret:
         lines.append(f"#   PICCHIO_MINIO_ACCESSKEYID/PICCHIO_MINIO_SECRETACCESSKEY from Secret "
                      f"{c.storage.credentials_secret} (keys accessKeyID/secretAccessKey)")
     if len(lines) == 2:
         lines[1] = "# No credentials are configured for this cluster."
+    if c.service_mode:
+        lines += ["# quorumBufferPools is for Woodpecker's own client (it asks a seed for an ensemble);",
+                  "# picchio's client finds the LogStores in etcd and lists the key as no-effect at start-up."]
+    if c.etcd.tls_secret:
+        lines.append(f"# Mount Secret {c.etcd.tls_secret} (ca.crt, tls.crt, tls.key) at {ETCD_TLS_DIR}: "
+                     "etcd.ssl.* below name its files.")
+    if c.storage.type == "minio" and c.storage.ca_secret:
+        lines.append(f"# Mount Secret {c.storage.ca_secret} (ca.crt) at {STORAGE_CA_DIR}: "
+                     "minio.ssl.tlsCACert below names it.")
     text = "\n".join(lines) + "\n" + yaml.safe_dump(nest(values), sort_keys=True, default_flow_style=False)
-    return RenderedConfig(values=values, text=text, hash=hashlib.sha256(text.encode()).hexdigest()[:16])
+    milvus = render_milvus_config(c, values)
+    return RenderedConfig(values=values, text=text, milvus=milvus,
+                          hash=hashlib.sha256((text + milvus).encode()).hexdigest()[:16])
 
 
 def client_config(rendered: RenderedConfig, secrets: Mapping[str, str]) -> dict[str, Any]:

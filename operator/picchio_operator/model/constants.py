@@ -33,6 +33,7 @@ SERVICE_PORT = 18080
 METRICS_PORT = 9091
 CONFIG_DIR = "/etc/picchio"
 CONFIG_FILE = "woodpecker.yaml"
+MILVUS_CONFIG_FILE = "milvus.yaml"  # the client ConfigMap's sections for a Milvus (model.milvus)
 DATA_DIR = "/var/lib/woodpecker"
 
 # Environment variables through which secrets reach the LogStore pods; they
@@ -40,11 +41,21 @@ DATA_DIR = "/var/lib/woodpecker"
 ENV_SECRET_KEYS = {
     "minio.accessKeyID": "PICCHIO_MINIO_ACCESSKEYID",
     "minio.secretAccessKey": "PICCHIO_MINIO_SECRETACCESSKEY",
-    "etcd.username": "PICCHIO_ETCD_USERNAME",
-    "etcd.password": "PICCHIO_ETCD_PASSWORD",
+    "etcd.auth.userName": "PICCHIO_ETCD_AUTH_USERNAME",
+    "etcd.auth.password": "PICCHIO_ETCD_AUTH_PASSWORD",
 }
 S3_SECRET_KEYS = ("accessKeyID", "secretAccessKey")
 ETCD_SECRET_KEYS = ("username", "password")
+
+# TLS material from Secrets, mounted read-only into the LogStore pods; the
+# ConfigMaps name these files (etcd.ssl.*, minio.ssl.tlsCACert), never their
+# contents.  Outside CONFIG_DIR: a ConfigMap volume is read-only, so no mount
+# point can be made inside it.
+ETCD_TLS_DIR = "/etc/picchio-tls/etcd"
+STORAGE_CA_DIR = "/etc/picchio-tls/storage-ca"
+TLS_CA, TLS_CERT, TLS_KEY = "ca.crt", "tls.crt", "tls.key"  # the keys cert-manager writes
+ETCD_TLS_KEYS = (TLS_CA, TLS_CERT, TLS_KEY)
+STORAGE_CA_KEYS = (TLS_CA,)
 
 # Object names derived from the cluster's name.
 def statefulset_name(cluster: str) -> str:

@@ -38,6 +38,7 @@ class EtcdSpec:
     endpoints: tuple[str, ...]
     root_path: str = "by-dev"
     credentials_secret: str | None = None
+    tls_secret: str | None = None  # ca.crt, tls.crt, tls.key: TLS (and a client certificate) to etcd
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,11 @@ class StorageSpec:
     bucket: str | None = None
     root_path: str = "files"
     credentials_secret: str | None = None
+    ca_secret: str | None = None  # ca.crt: the private CA of an https endpoint
     create_bucket: bool = False
     lifecycle: LifecycleSpec = field(default_factory=LifecycleSpec)
+    # PVCs of LogStores removed by a scale-down: Delete (once decommissioned) or Retain
+    pvc_retention: str = "Delete"
 
     @property
     def root_prefix(self) -> str:
@@ -105,6 +109,15 @@ class PodTemplate:
 
 
 @dataclass(frozen=True)
+class OrphanGc:
+    """spec.gc: the periodic scan for stored objects without metadata (and
+    metadata without objects); ``mode`` report or delete."""
+    scan_interval_seconds: int = 3600
+    grace_seconds: int = 3600
+    mode: str = "report"
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     name: str
     namespace: str
@@ -123,6 +136,7 @@ class ClusterSpec:
     storage_class_name: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     deletion_policy: str = "Retain"
+    gc: OrphanGc = field(default_factory=OrphanGc)
 
     @property
     def service_mode(self) -> bool:
@@ -180,6 +194,7 @@ def parse_cluster(body: Mapping[str, Any]) -> ClusterSpec:
             endpoints=endpoints,
             root_path=_get(etcd, "rootPath", "by-dev"),
             credentials_secret=_get(etcd, "credentialsSecret"),
+            tls_secret=_get(etcd, "tlsSecret"),
         ),
         storage=StorageSpec(
             type=_get(storage, "type", "minio"),
@@ -188,7 +203,9 @@ def parse_cluster(body: Mapping[str, Any]) -> ClusterSpec:
             bucket=_get(storage, "bucket"),
             root_path=_get(storage, "rootPath", "files"),
             credentials_secret=_get(storage, "credentialsSecret"),
+            ca_secret=_get(storage, "caSecret"),
             create_bucket=bool(_get(storage, "createBucket", False)),
+            pvc_retention=_get(storage, "pvcRetention", "Delete"),
             lifecycle=LifecycleSpec(
                 enabled=bool(_get(lifecycle, "enabled", True)),
                 abort_incomplete_multipart_upload_days=int(_get(lifecycle, "abortIncompleteMultipartUploadDays", 1)),
@@ -197,6 +214,11 @@ def parse_cluster(body: Mapping[str, Any]) -> ClusterSpec:
         ),
         config=dict(_get(spec, "config", {})),
         deletion_policy=_get(spec, "deletionPolicy", "Retain"),
+        gc=OrphanGc(
+            scan_interval_seconds=int(_get(_get(spec, "gc", {}), "orphanScanIntervalSeconds", 3600)),
+            grace_seconds=int(_get(_get(spec, "gc", {}), "orphanGraceSeconds", 3600)),
+            mode=_get(_get(spec, "gc", {}), "orphans", "report"),
+        ),
     )
 
 
