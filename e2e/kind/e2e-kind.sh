@@ -190,7 +190,7 @@ project_image() {
     case "$phase" in Succeeded|Failed) break ;; esac
     sleep 1
   done
-  k logs picchio-help | head -20
+  k logs picchio-help | sed -n 1,20p  # not head: under pipefail its early exit kills kubectl with SIGPIPE (141)
   [ "$phase" = Succeeded ] || { echo "picchio --help pod: $phase" >&2; return 1; }
 }
 
