@@ -87,6 +87,21 @@ async def put(seg, first: int, n: int) -> None:
     await seg.write_block(BlockHeader(0, first, first + n - 1, 0, 0), [], [(payload(first + k), {}) for k in range(n)])
 
 
+async def segment_with_c_dropped(sc, b, log_id: int):
+    """A segment on replicas A, B, C where C missed a deadline and was dropped:
+    A and B hold entries 0–19, C only 0–9 (resumed, it receives nothing more)."""
+    q = await b.choose_quorum()
+    by_ep = {s.endpoint: s for s in sc.logstores}
+    a_ls, b_ls, c_ls = (by_ep[n] for n in q.nodes)
+    seg = await b.create_segment(log_id, 0, quorum=q)
+    await put(seg, 0, 10)
+    c_ls.pause()
+    await put(seg, 10, 10)  # acked by A and B
+    await until(lambda: seg.degraded, "C dropped after the deadline", 3 * T)
+    c_ls.resume()
+    return q, seg, (a_ls, b_ls, c_ls)
+
+
 # -- (a) the user's scenario ----------------------------------------------------------------------
 async def test_lagging_replica_then_writer_crash_then_wipe_loses_nothing(service_cluster, tmp_path):
     """SIGSTOP one LogStore past the deadline while appending, resume it, keep
@@ -198,15 +213,7 @@ async def test_recovery_does_not_count_a_wiped_replicas_nothing(service_cluster)
     sc = service_cluster(**QUICK)
     async with logstore.Client(sc.config) as c:
         b = c.backend
-        q = await b.choose_quorum()
-        by_ep = {s.endpoint: s for s in sc.logstores}
-        a_ls, b_ls, c_ls = (by_ep[n] for n in q.nodes)
-        seg = await b.create_segment(4242, 0, quorum=q)
-        await put(seg, 0, 10)
-        c_ls.pause()
-        await put(seg, 10, 10)  # acked by A and B
-        await until(lambda: seg.degraded, "C dropped after the deadline", 3 * T)
-        c_ls.resume()
+        q, seg, (a_ls, b_ls, c_ls) = await segment_with_c_dropped(sc, b, 4242)
         for first in range(20, 100, 10):
             await put(seg, first, 10)
         assert seg.bad == {c_ls.endpoint}
@@ -261,15 +268,7 @@ async def test_recovery_waits_for_the_replica_holding_the_last_entry(service_clu
     sc = service_cluster(**QUICK)
     async with logstore.Client(sc.config) as c:
         b = c.backend
-        q = await b.choose_quorum()
-        by_ep = {s.endpoint: s for s in sc.logstores}
-        a_ls, b_ls, c_ls = (by_ep[n] for n in q.nodes)
-        seg = await b.create_segment(4343, 0, quorum=q)
-        await put(seg, 0, 10)
-        c_ls.pause()
-        await put(seg, 10, 10)  # acked by A and B
-        await until(lambda: seg.degraded, "C dropped after the deadline", 3 * T)
-        c_ls.resume()
+        q, seg, (a_ls, b_ls, c_ls) = await segment_with_c_dropped(sc, b, 4343)
         b_ls.pause()
         try:
             with pytest.raises(QuorumUnavailableError):
