@@ -202,7 +202,10 @@ def scan_valid(buf, size: int, log_id: int, seg_id: int) -> tuple[list[BlockRef]
         try:
             _, off = split_header(buf)
         except CorruptionError:
-            if size <= HEADER_RECORD_SIZE:
+            # the header goes out with the first block, in the same unsynced write: a damaged
+            # header with no intact block after it is that write torn by a power cut (nothing
+            # in the file was ever acknowledged); with one after it, it is damage
+            if size <= HEADER_RECORD_SIZE or not valid_block_after(buf, 1, size):
                 return [], 0
             raise
         blocks: list[BlockRef] = []
