@@ -81,11 +81,16 @@ async def test_decommission_one_of_four_under_a_steady_writer(service_cluster):
         shutil.rmtree(victim.data_dir, ignore_errors=True)
         after_kill = len(steady.acked)
         await until(lambda: len(steady.acked) >= after_kill + 100, "appends on the three that are left")
+
+        async def rolled() -> bool:  # maxInterval=1s: a segment placed after the drain
+            return any(s.value.seg_no not in drained_segments for s in await c.meta.segments("steady"))
+        await until(rolled, "the writer to roll to a segment placed after the drain", interval=0.2)
         await steady.stop()
         await w.close()
         assert steady.failures == []
-        later = [s.value for s in await c.meta.segments("steady") if s.value.seg_no not in drained_segments]
-        assert later and all(leaving not in s.quorum.nodes for s in later)
+        # the segment active when the drain ended and every later one are off the leaving LogStore
+        later = [s.value for s in await c.meta.segments("steady") if s.value.seg_no >= max(drained_segments)]
+        assert len(later) >= 2 and all(leaving not in s.quorum.nodes for s in later), later
         r = await log.open_reader(EARLIEST)
         got = []
         for _ in range(len(steady.acked)):
