@@ -32,7 +32,7 @@ unacknowledged entries never appear.
 from .client import Client
 from .config import Config
 from .errors import (ConcurrentUpdateError, ConfigError, CorruptionError, InvalidArgumentError, LogExistsError,
-                     LogNotFoundError, LogstoreError, MetadataError, QuorumUnavailableError, StorageError, StorageFullError,
+                     LogNotFoundError, LogstoreError, MetadataError, PermissionDeniedError, QuorumUnavailableError, StorageError, StorageFullError,
                      WriterClosedError, WriterFencedError, SequenceError, SequenceGapError, DuplicateSequenceError)
 from .ids import EARLIEST, LATEST, MessageId
 from .log import GcReport, LogHandle, SegmentInfo
@@ -44,5 +44,5 @@ __all__ = [
     "SegmentInfo", "GcReport",
     "LogstoreError", "ConfigError", "InvalidArgumentError", "LogExistsError", "LogNotFoundError", "WriterFencedError",
     "WriterClosedError", "CorruptionError", "StorageError", "StorageFullError", "MetadataError", "ConcurrentUpdateError",
-    "QuorumUnavailableError", "SequenceError", "SequenceGapError", "DuplicateSequenceError",
+    "QuorumUnavailableError", "PermissionDeniedError", "SequenceError", "SequenceGapError", "DuplicateSequenceError",
 ]

@@ -197,6 +197,9 @@ SETTINGS: tuple[Setting, ...] = (
     X(_L + "tls.clientCertFile", "str", "", "client certificate for LogStores that demand one"),
     X(_L + "tls.clientKeyFile", "str", "", "client private key"),
     X(_L + "tls.serverName", "str", "", "name to verify in the server certificate (empty: host)"),
+    X(_L + "tls.authorization", "bool", True,
+      "LogStore: with requireClientCert, allow each RPC only to the roles of logstore/authz.py, read from the "
+      "client certificate's CN '<role>:<name>' (admin, writer, reader)"),
     # -- log / trace (Woodpecker's process logging; picchio logs through Python logging) ---------------
     N("log.level", "str", "info", "Woodpecker's log level (here: Python logging)"),
     N("log.file.rootPath", "str", "", "see log.level"),

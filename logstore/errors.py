@@ -64,6 +64,13 @@ class QuorumUnavailableError(LogstoreError):
     """Service mode: too few LogStores answered within the deadline."""
 
 
+class PermissionDeniedError(LogstoreError):
+    """Service mode: a LogStore refused the call for this client certificate's
+    role (``<role>:<name>`` CN, see ``logstore.authz``).  Not retried: another
+    try or another LogStore gives the same answer; use a certificate with a role
+    that may make the call."""
+
+
 class SequenceError(LogstoreError):
     """An idempotent producer's sequence number does not fit what the log holds
     (``open_writer(producer_id=...)``, ``append(..., sequence=n)``)."""

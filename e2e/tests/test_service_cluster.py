@@ -17,6 +17,8 @@ NAME = "wal"
 SELECTOR = f"app.kubernetes.io/instance={NAME}"
 STS = f"{NAME}-server"
 ACK_QUORUM = 2
+CLIENT_TLS = f"{NAME}-client-tls"    # the operator's writer certificate for applications
+READER_TLS = f"{NAME}-reader-tls"    # ... and the read-only one
 
 
 def wpc_manifest() -> dict:
@@ -49,10 +51,13 @@ _run = uuid.uuid4().hex[:5]
 
 
 def start_job(script_args: list[str], name: str | None = None, env: dict[str, str] | None = None,
-              command: list[str] | None = None) -> str:
+              command: list[str] | None = None, tls_secret: str = CLIENT_TLS, config_map: str = "e2e-client") -> str:
     """A Job running the project image with e2e_client.py and the cluster's
-    client configuration (ConfigMap e2e-client, a copy of <name>-client) plus
-    the S3 credentials from the Secret, as an application would."""
+    client configuration (ConfigMap e2e-client, a copy of <name>-client), the
+    S3 credentials from the Secret and the client certificate Secret the
+    operator issued (``<name>-client-tls``: role writer) at the path the
+    ConfigMap names, labelled as a client of the cluster — as an application
+    would be."""
     name = name or f"client-{_run}-{next(_job_seq)}"
     envs = [{"name": "PICCHIO_CONFIG", "value": "/etc/picchio/woodpecker.yaml"},
             {"name": "PICCHIO_MINIO_ACCESSKEYID", "valueFrom": {"secretKeyRef": {"name": "picchio-s3", "key": "accessKeyID"}}},
@@ -63,18 +68,21 @@ def start_job(script_args: list[str], name: str | None = None, env: dict[str, st
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": TEST_NS},
         "spec": {
             "backoffLimit": 0, "activeDeadlineSeconds": 300, "ttlSecondsAfterFinished": 600,
-            "template": {"metadata": {"labels": {"app": "e2e-client"}}, "spec": {
+            "template": {"metadata": {"labels": {"app": "e2e-client", "picchio.dev/client": NAME}}, "spec": {
                 "restartPolicy": "Never",
                 "containers": [{
                     "name": "client", "image": PROJECT_IMAGE, "imagePullPolicy": PULL_POLICY,
                     "command": command or ["python", "/scripts/e2e_client.py", *script_args],
                     "env": envs,
                     "volumeMounts": [{"name": "config", "mountPath": "/etc/picchio"},
-                                     {"name": "scripts", "mountPath": "/scripts"}],
+                                     {"name": "scripts", "mountPath": "/scripts"},
+                                     {"name": "tls", "mountPath": "/etc/picchio-tls/client", "readOnly": True}],
                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
                 }],
-                "volumes": [{"name": "config", "configMap": {"name": "e2e-client"}},
-                            {"name": "scripts", "configMap": {"name": "e2e-scripts"}}],
+                "volumes": [{"name": "config", "configMap": {"name": config_map}},
+                            {"name": "scripts", "configMap": {"name": "e2e-scripts"}},
+                            # optional: the last test lists what is left after the cluster (and its Secrets) went
+                            {"name": "tls", "secret": {"secretName": tls_secret, "optional": True}}],
             }},
         },
     }
@@ -154,6 +162,15 @@ def test_service_cluster_becomes_ready_with_real_pods(cluster) -> None:
     cm = get("configmap", f"{NAME}-client")
     text = cm["data"]["woodpecker.yaml"]
     assert yaml.safe_load(text)["woodpecker"]["storage"]["type"] == "service"
+    # TLS is on by default in service mode: the operator's PKI, the LogStores demanding client certificates
+    assert condition(o, "TLSReady").get("status") == "True", o["status"].get("conditions")
+    for secret in (f"{NAME}-cluster-ca", f"{NAME}-logstore-tls", CLIENT_TLS, READER_TLS):
+        assert get("secret", secret), secret
+    tls = yaml.safe_load(text)["woodpecker"]["logstore"]["tls"]
+    assert tls["enabled"] is True and tls["clientCertFile"].startswith("/etc/picchio-tls/client/"), tls
+    server_tls = yaml.safe_load(get("configmap", f"{NAME}-config")["data"]["woodpecker.yaml"])["woodpecker"][
+        "logstore"]["tls"]
+    assert server_tls["enabled"] is True and server_tls["requireClientCert"] is True, server_tls
     apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "e2e-client", "namespace": TEST_NS},
            "data": {"woodpecker.yaml": text}})
 
@@ -176,6 +193,74 @@ def test_client_job_writes_and_reads_through_logstores(cluster) -> None:
     reads = out.split("READS", 1)[1]
     assert [ln.split("\t")[1] for ln in reads.splitlines() if "\t" in ln] == [f"cli-{i}" for i in range(1, 21)], out
     assert '"lastId"' in out, out
+
+
+def test_without_a_writer_certificate_the_logstores_refuse(cluster) -> None:
+    """The reader's certificate reads but may not append (authorization by the
+    certificate's role); a pod with the CA but no client certificate of its
+    own is refused at the TLS handshake.  Both fail with a typed error, not a
+    hang: the writer Job's append deadline is short."""
+    r = run_job(["read", "basic"], tls_secret=READER_TLS)
+    assert len(read_back(r)) == 50, r
+    w = wait_job(start_job(["write", "basic", "1", "--prefix", "denied", "--deadline", "20", "--append-timeout", "15"],
+                           tls_secret=READER_TLS), ok=False)
+    assert re.search(r"^ERR 0 PermissionDeniedError: .*reader", w, re.MULTILINE), w
+    assert "ACK " not in w, w
+    # no certificate: a copy of the client configuration without clientCertFile/clientKeyFile
+    cfg = yaml.safe_load(get("configmap", f"{NAME}-client")["data"]["woodpecker.yaml"])
+    for key in ("clientCertFile", "clientKeyFile"):
+        cfg["woodpecker"]["logstore"]["tls"].pop(key)
+    apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "e2e-client-nocert", "namespace": TEST_NS},
+           "data": {"woodpecker.yaml": yaml.safe_dump(cfg)}})
+    w = wait_job(start_job(["write", "basic", "1", "--prefix", "nocert", "--deadline", "20", "--append-timeout", "15"],
+                           config_map="e2e-client-nocert"), ok=False)
+    m = re.search(r"^ERR 0 (\w+): ", w, re.MULTILINE)
+    assert m and m.group(1) != "TimeoutError" and "ACK " not in w, w  # refused, not left hanging
+    assert len(read_back(run_job(["read", "basic"]))) == 50  # nothing was added by either
+
+
+def served_serials() -> dict[str, str]:
+    """The serial number each LogStore pod serves on its gRPC port now."""
+    targets = [f"{STS}-{i}.{NAME}-server-headless.{TEST_NS}.svc:18080" for i in range(3)]
+    out = run_job(["served-cert", *targets])
+    return dict(re.findall(r"^CERT (\S+) (\S+) ", out, re.MULTILINE))
+
+
+def test_certificate_rotation_under_a_steady_writer_loses_nothing(cluster) -> None:
+    """``picchio.dev/renew-certificates`` renews every leaf certificate while a
+    writer appends: the LogStores load the new one in place (no restart, so
+    the ack quorum is never at risk), the writer sees no error, and
+    everything it acknowledged reads back."""
+    before = served_serials()
+    assert len(before) == 3, before
+    old_secret = get("secret", f"{NAME}-logstore-tls")["data"]["tls.crt"]
+    pods = {p["metadata"]["name"]: (p["metadata"]["uid"], p["status"]["containerStatuses"][0].get("restartCount", 0))
+            for p in get("pods", selector=SELECTOR)["items"]}
+    n = 3000
+    job = start_job(["write", "rotation", str(n), "--prefix", "rot", "--interval", "0.05", "--deadline", "280"])
+    wait_for("the writer has acknowledged entries", lambda: len(acked(job_logs(job))) >= 50, timeout=120, interval=1)
+    kubectl("annotate", "wpc", NAME, "-n", TEST_NS, "picchio.dev/renew-certificates=true")
+    wait_for("the LogStore certificate renewed in its Secret",
+             lambda: get("secret", f"{NAME}-logstore-tls")["data"]["tls.crt"] != old_secret, timeout=120)
+    t0 = time.monotonic()
+    after = wait_for("every LogStore serving the renewed certificate (kubelet refresh, then reload in place)",
+                     lambda: (lambda s: s if len(s) == 3 and not set(s.values()) & set(before.values()) else None)(
+                         served_serials()), timeout=240, interval=5)
+    print(f"rotation: every LogStore served the new certificate {time.monotonic() - t0:.0f}s after the Secret changed")
+    assert len(acked(job_logs(job))) < n, "the writer finished before the rotation reached the LogStores: slow it"
+    assert "picchio.dev/renew-certificates" not in (wpc()["metadata"].get("annotations") or {})
+    now = {p["metadata"]["name"]: (p["metadata"]["uid"], p["status"]["containerStatuses"][0].get("restartCount", 0))
+           for p in get("pods", selector=SELECTOR)["items"]}
+    assert now == pods, f"LogStores restarted or replaced for a certificate renewal: {pods} -> {now}"
+    w = wait_job(job, timeout=320, ok=False)
+    m = re.search(r"^DONE acked=(\d+) errors=(\d+)$", w, re.MULTILINE)
+    assert m and (int(m.group(1)), int(m.group(2))) == (n, 0), w[-3000:]
+    ids = acked(w)
+    reads = read_back(run_job(["read", "rotation"]))
+    assert [p for _, p in reads] == [f"rot-{i:06d}" for i in range(n)]
+    assert all(dict((p, i) for i, p in reads)[p] == i for p, i in ids.items())
+    assert condition(wpc(), "TLSReady").get("status") == "True"
+    assert after != before
 
 
 def test_retention_truncates_and_gc_reclaims_from_minio(cluster) -> None:

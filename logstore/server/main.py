@@ -11,14 +11,15 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import sys
 from pathlib import Path
+from typing import Callable
 
 import grpc
 
 from ..config import Config
 from ..errors import ConfigError, LogstoreError, MetadataError, StorageError
+from ..tlsfiles import TLSFileError, WatchedFiles, check_pem
 from ..redact import config_secrets, install as install_redaction, redact
 from ..meta import MetaStore
 from .http import serve_http
@@ -32,36 +33,61 @@ log = logging.getLogger("picchio.logstore")
 
 
 def server_credentials(cfg: Config) -> grpc.ServerCredentials | None:
+    """TLS credentials that follow the files: every new handshake asks
+    :func:`_fetcher` (gRPC's dynamic server credentials), which re-reads
+    cert/key/CA once they change on disk — rotation without a restart."""
     if not cfg["woodpecker.logstore.tls.enabled"]:
         return None
-
-    def read(key: str) -> bytes:
-        try:
-            return Path(cfg[key]).read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{key}: cannot read {cfg[key]!r}: {e.strerror or e}") from None
-
-    key = read("woodpecker.logstore.tls.keyFile")
-    cert = read("woodpecker.logstore.tls.certFile")
-    ca = read("woodpecker.logstore.tls.caFile") if cfg["woodpecker.logstore.tls.caFile"] else None
-    need = cfg["woodpecker.logstore.tls.requireClientCert"]
-    # gRPC only says "failed to bind" about unusable PEM: check it here, with a message that names it
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    files = WatchedFiles([cfg["woodpecker.logstore.tls.certFile"], cfg["woodpecker.logstore.tls.keyFile"],
+                          cfg["woodpecker.logstore.tls.caFile"]])
+    need = bool(cfg["woodpecker.logstore.tls.requireClientCert"])
+    for key in ("woodpecker.logstore.tls.certFile", "woodpecker.logstore.tls.keyFile"):
+        if not cfg[key]:
+            raise ConfigError(f"{key}: required with woodpecker.logstore.tls.enabled")
     try:
-        ctx.load_cert_chain(cfg["woodpecker.logstore.tls.certFile"], cfg["woodpecker.logstore.tls.keyFile"])
-    except (ssl.SSLError, ValueError) as e:
-        raise ConfigError(f"woodpecker.logstore.tls.certFile/keyFile: not a usable PEM certificate and matching "
-                          f"key: {e}") from None
-    if ca is not None:
-        try:
-            ctx.load_verify_locations(cfg["woodpecker.logstore.tls.caFile"])
-        except (ssl.SSLError, ValueError) as e:
-            raise ConfigError(f"woodpecker.logstore.tls.caFile: not a usable PEM certificate: {e}") from None
+        first = _server_config(files, need)
+    except OSError as e:
+        key = next((k for k in ("certFile", "keyFile", "caFile") if cfg[f"woodpecker.logstore.tls.{k}"] == e.filename),
+                   "certFile/keyFile/caFile")
+        raise ConfigError(f"woodpecker.logstore.tls.{key}: cannot read {e.filename!r}: {e.strerror or e}") from None
+    except TLSFileError as e:
+        # gRPC only says "failed to bind" about unusable PEM: check it here, with a message that names it
+        raise ConfigError(f"woodpecker.logstore.tls (certFile/keyFile/caFile): {e}") from None
     try:
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca if need else None,
-                                           require_client_auth=bool(need))
+        return grpc.dynamic_ssl_server_credentials(first, _fetcher(files, need), require_client_authentication=need)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"woodpecker.logstore.tls: unusable certificate or key: {e}") from None
+
+
+def _server_config(files: WatchedFiles, need: bool) -> grpc.ServerCertificateConfiguration:
+    cert, key, ca = files.read()
+    assert cert is not None and key is not None
+    check_pem(files.paths[0], files.paths[1], ca)
+    if files.changed_since_read():
+        raise TLSFileError("the files changed while being read")
+    return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca if need else None)
+
+
+def _fetcher(files: WatchedFiles, need: bool) -> Callable[[], grpc.ServerCertificateConfiguration | None]:
+    """Called by gRPC before each handshake: None keeps the current
+    configuration; a broken new set of files is logged (names, never
+    contents) and the previous configuration stays in use."""
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        try:
+            if not files.changed():
+                return None
+            new = _server_config(files, need)
+        except (OSError, TLSFileError) as e:
+            log.warning("woodpecker.logstore.tls: new certificate files not usable, keeping the previous ones: %s",
+                        f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else e)
+            return None
+        except Exception as e:  # noqa: BLE001 - never let a handshake fail on our account
+            log.warning("woodpecker.logstore.tls: reloading failed, keeping the previous files: %s",
+                        type(e).__name__)
+            return None
+        log.info("woodpecker.logstore.tls: certificate files changed: new handshakes use them")
+        return new
+    return fetch
 
 
 def advertised(cfg: Config, port: int) -> str:
@@ -112,7 +138,9 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
     if hport:
         check_port_free(host, hport, "woodpecker.logstore.httpPort")
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    server.add_generic_rpc_handlers((generic_handler(svc),))
+    authorize = bool(creds and cfg["woodpecker.logstore.tls.requireClientCert"]
+                     and cfg["woodpecker.logstore.tls.authorization"])
+    server.add_generic_rpc_handlers((generic_handler(svc, authorize),))
     http = meta = reg = None
     follower: asyncio.Task | None = None
     lock_fd = -1

@@ -38,12 +38,16 @@ HELP: dict[str, tuple[str, str]] = {
         "gauge", "woodpecker.logstore.disk.softLimit: above it appends get a retriable push-back."),
     "picchio_logstore_disk_hard_limit_ratio": (
         "gauge", "woodpecker.logstore.disk.hardLimit: above it appends are refused and the pod is unready."),
+    "picchio_logstore_authz_denied_total": (
+        "counter", "RPCs refused because the client certificate's role may not make them (tls.authorization), "
+                   "by role (none: no role in the CN) and RPC."),
     "picchio_logstore_decommissioning": (
         "gauge", "1 while this LogStore is marked as leaving (operator scale-down): it takes no new appends."),
 }
 
 # Series recorded with labels, and their label names (the others have none).
-LABELS: dict[str, tuple[str, ...]] = {"picchio_logstore_append_errors_total": ("code",)}
+LABELS: dict[str, tuple[str, ...]] = {"picchio_logstore_append_errors_total": ("code",),
+                                      "picchio_logstore_authz_denied_total": ("role", "rpc")}
 
 Labels = tuple[tuple[str, str], ...]
 

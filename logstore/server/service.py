@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from .. import authz
 from ..codec import FLAG_COMPACTED, merge_blocks
 from ..config import Config
 from ..errors import LogstoreError
@@ -355,17 +356,40 @@ class LogStoreService:
             await o.close()
 
 
-def generic_handler(svc: LogStoreService) -> grpc.GenericRpcHandler:
+def generic_handler(svc: LogStoreService, authorize: bool = False) -> grpc.GenericRpcHandler:
+    """``authorize``: refuse RPCs the client certificate's role may not make
+    (:mod:`logstore.authz`) with gRPC PERMISSION_DENIED — a transport status, so
+    Woodpecker's client and ours fail the call at once instead of reading a
+    retriable Status."""
     handlers = {}
     for name, (req_t, resp_t, streaming) in METHODS.items():
         fn = getattr(svc, name)
+        gate = _gate(svc, name) if authorize else None
         if streaming:
             handlers[name] = grpc.unary_stream_rpc_method_handler(
-                _stream(svc, fn, resp_t), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
+                _stream(svc, fn, resp_t, gate), request_deserializer=req_t.decode,
+                response_serializer=lambda m: m.encode())
         else:
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                _unary(svc, fn, resp_t), request_deserializer=req_t.decode, response_serializer=lambda m: m.encode())
+                _unary(svc, fn, resp_t, gate), request_deserializer=req_t.decode,
+                response_serializer=lambda m: m.encode())
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+_Gate = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def _gate(svc: LogStoreService, rpc: str) -> _Gate:
+    async def check(context: grpc.aio.ServicerContext) -> None:
+        names = (context.auth_context() or {}).get("x509_common_name") or [b""]
+        cn = names[0].decode("utf-8", "replace")
+        refused = authz.refusal(cn, rpc)
+        if refused is not None:
+            role = authz.role_of(cn) or "none"
+            svc.metrics.inc("picchio_logstore_authz_denied_total", role=role, rpc=rpc)
+            log.warning("refused %s to a client certificate with role %s", rpc, role)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+    return check
 
 
 def _wrong_instance(svc: LogStoreService, request: Any) -> Status | None:
@@ -385,8 +409,10 @@ def _stamp(svc: LogStoreService, resp: Any) -> Any:
     return resp
 
 
-def _unary(svc: LogStoreService, fn: Callable[[Any], Awaitable[Any]], resp_t: type) -> Callable:
+def _unary(svc: LogStoreService, fn: Callable[[Any], Awaitable[Any]], resp_t: type, gate: _Gate | None) -> Callable:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if gate is not None:
+            await gate(context)
         refused = _wrong_instance(svc, request)
         if refused is not None:
             return _stamp(svc, resp_t(status=refused))
@@ -398,8 +424,11 @@ def _unary(svc: LogStoreService, fn: Callable[[Any], Awaitable[Any]], resp_t: ty
     return handler
 
 
-def _stream(svc: LogStoreService, fn: Callable[[Any], AsyncIterator[Any]], resp_t: type) -> Callable:
+def _stream(svc: LogStoreService, fn: Callable[[Any], AsyncIterator[Any]], resp_t: type,
+            gate: _Gate | None) -> Callable:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if gate is not None:
+            await gate(context)
         refused = _wrong_instance(svc, request)
         if refused is not None:
             yield _stamp(svc, resp_t(status=refused, state=AddEntryState.FAILED))

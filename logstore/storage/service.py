@@ -29,15 +29,15 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import grpc
 
 from ..codec import BlockHeader, DecodedBlock
 from ..config import Config
-from ..errors import QuorumUnavailableError, StorageError, StorageFullError, WriterFencedError
+from ..errors import PermissionDeniedError, QuorumUnavailableError, StorageError, StorageFullError, WriterFencedError
 from ..meta import MetaStore
+from ..tlsfiles import TLSFileError, WatchedFiles, check_pem
 from ..proto import QuorumInfo, encode_layout
 from ..rpc import (METHODS, SERVICE, AddEntriesRequest, AddEntryState, CleanSegmentRequest, Code,
                    CompactSegmentRequest, CompleteSegmentRequest, FenceSegmentRequest, GetBatchEntriesAdvRequest,
@@ -59,21 +59,54 @@ class NodeError(Exception):
 
 
 class Node:
-    """One LogStore endpoint: a channel and a callable per RPC."""
+    """One LogStore endpoint: a channel and a callable per RPC.
 
-    def __init__(self, endpoint: str, config: Config) -> None:
+    With TLS, the client's cert/key/CA files are checked (at most once a
+    second, when a call is made); once they changed, later calls go through a
+    new channel built from them — rotation without a restart — while calls
+    already in flight finish on the old one, closed after a grace period."""
+
+    _GRACE = 120.0  # seconds in-flight calls get on a replaced channel (longer than any call's deadline)
+
+    def __init__(self, endpoint: str, config: Config, options: tuple[tuple[str, Any], ...] = ()) -> None:
+        """``options``: more gRPC channel arguments (a probe that must make its own
+        handshake passes ``grpc.use_local_subchannel_pool``: gRPC otherwise shares
+        connections between channels with equal credentials)."""
         self.endpoint = endpoint
-        creds = _channel_credentials(config)
-        opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        self._tls = _watched_tls(config)
+        self._opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+                      *options]
         if config["woodpecker.logstore.tls.serverName"]:
-            opts.append(("grpc.ssl_target_name_override", config["woodpecker.logstore.tls.serverName"]))
-        self.channel = (grpc.aio.secure_channel(endpoint, creds, options=opts) if creds
-                        else grpc.aio.insecure_channel(endpoint, options=opts))
+            self._opts.append(("grpc.ssl_target_name_override", config["woodpecker.logstore.tls.serverName"]))
+        self._retired: dict[asyncio.Future, grpc.aio.Channel] = {}  # closing (in-flight calls finish) → channel
+        self.rebuilds = 0  # channels replaced after the TLS files changed
+        self._connect(_credentials(self._tls) if self._tls else None)
+
+    def _connect(self, creds: grpc.ChannelCredentials | None) -> None:
+        self.channel = (grpc.aio.secure_channel(self.endpoint, creds, options=self._opts) if creds
+                        else grpc.aio.insecure_channel(self.endpoint, options=self._opts))
         self._calls: dict[str, Any] = {}
         for name, (req_t, resp_t, streaming) in METHODS.items():
             make = self.channel.unary_stream if streaming else self.channel.unary_unary
             self._calls[name] = make(f"/{SERVICE}/{name}", request_serializer=_serialize,
                                      response_deserializer=resp_t.decode)
+
+    def _maybe_rotate(self) -> None:
+        if self._tls is None or not self._tls.changed():
+            return
+        try:
+            creds = _credentials(self._tls, check=True)
+        except (OSError, TLSFileError) as e:
+            log.warning("%s: new TLS files not usable, keeping the current channel: %s", self.endpoint,
+                        f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else e)
+            return
+        old = self.channel
+        self._connect(creds)
+        self.rebuilds += 1
+        t = asyncio.ensure_future(old.close(grace=self._GRACE))
+        self._retired[t] = old
+        t.add_done_callback(lambda t: self._retired.pop(t, None))
+        log.info("%s: TLS files changed: new calls use a new channel", self.endpoint)
 
     async def call(self, name: str, req: Any, timeout: float, expect: str = "") -> Any:
         """One RPC within ``timeout`` seconds.  ``expect``: the instance recorded
@@ -84,6 +117,7 @@ class Node:
             req = with_expected_instance(req if isinstance(req, bytes) else req.encode(), expect)
         if timeout <= 0:
             raise NodeError(self.endpoint, -1, f"{name}: deadline exceeded before the call")
+        self._maybe_rotate()
         try:
             if METHODS[name][2]:
                 # AddEntries: a Buffered frame naming the batch's entries may come first; then
@@ -110,6 +144,8 @@ class Node:
             else:
                 resp = await self._calls[name](req, timeout=timeout)
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.PERMISSION_DENIED:  # the same everywhere, every time: no retry
+                raise PermissionDeniedError(f"LogStore {self.endpoint}: {e.details()}") from None
             raise NodeError(self.endpoint, -1, f"{name}: {e.code().name}: {e.details()}") from None
         if resp is None:
             raise NodeError(self.endpoint, -1, f"{name}: the stream ended without a reply")
@@ -124,7 +160,18 @@ class Node:
         return resp
 
     async def close(self) -> None:
+        for t, old in list(self._retired.items()):
+            t.cancel()
+            await old.close()
         await self.channel.close()
+
+
+def _raise_denied(results: list[Any]) -> None:
+    """Best-effort clean-ups ignore unreachable LogStores, not a refusal: the
+    caller's certificate may not delete, and must hear so."""
+    for r in results:
+        if isinstance(r, PermissionDeniedError):
+            raise r
 
 
 def _serialize(m: Any) -> bytes:
@@ -133,13 +180,23 @@ def _serialize(m: Any) -> bytes:
     return m if isinstance(m, bytes) else m.encode()
 
 
-def _channel_credentials(cfg: Config) -> grpc.ChannelCredentials | None:
+def _watched_tls(cfg: Config) -> WatchedFiles | None:
     if not cfg["woodpecker.logstore.tls.enabled"]:
         return None
-    read = lambda k: Path(cfg[k]).read_bytes() if cfg[k] else None  # noqa: E731
-    return grpc.ssl_channel_credentials(root_certificates=read("woodpecker.logstore.tls.caFile"),
-                                        private_key=read("woodpecker.logstore.tls.clientKeyFile"),
-                                        certificate_chain=read("woodpecker.logstore.tls.clientCertFile"))
+    return WatchedFiles([cfg["woodpecker.logstore.tls.caFile"], cfg["woodpecker.logstore.tls.clientKeyFile"],
+                         cfg["woodpecker.logstore.tls.clientCertFile"]])
+
+
+def _credentials(files: WatchedFiles, check: bool = False) -> grpc.ChannelCredentials:
+    """Channel credentials from the files as they are now.  ``check``: only if
+    usable (replacing a working channel; gRPC itself would only fail at the
+    handshake)."""
+    ca, key, cert = files.read()
+    if check:
+        check_pem(files.paths[2], files.paths[1], ca)
+        if files.changed_since_read():
+            raise TLSFileError("the files changed while being read")
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
 @dataclass
@@ -568,8 +625,8 @@ class ServiceBackend(Backend):
         n, b = await self.objects.delete_segment(log_id, seg_id)
         if quorum:
             req = CleanSegmentRequest(self.bucket, self.root, log_id, seg_id, 0)
-            await asyncio.gather(*(self.node(e).call("CleanSegment", req, self.timeout) for e in quorum.nodes),
-                                 return_exceptions=True)
+            _raise_denied(await asyncio.gather(*(self.node(e).call("CleanSegment", req, self.timeout)
+                                                 for e in quorum.nodes), return_exceptions=True))
         return n, b
 
     async def delete_segments(self, log_id: int, seg_ids: list[int], quorums: dict[int, QuorumInfo] | None = None,
@@ -581,15 +638,15 @@ class ServiceBackend(Backend):
             calls = [self.node(e).call("CleanSegment", CleanSegmentRequest(self.bucket, self.root, log_id, s, 0),
                                        self.timeout)
                      for s in seg_ids for e in ((quorums or {}).get(s) or QuorumInfo(nodes=[])).nodes]
-            await asyncio.gather(*calls, return_exceptions=True)
+            _raise_denied(await asyncio.gather(*calls, return_exceptions=True))
         return out
 
     async def delete_log(self, log_id: int) -> tuple[int, int]:
         from ..server.membership import live_logstores
         req = MarkLogDeletedRequest(self.bucket, self.root, log_id)
         live = await live_logstores(self.meta)
-        await asyncio.gather(*(self.node(n["endpoint"]).call("MarkLogDeleted", req, self.timeout) for n in live),
-                             return_exceptions=True)
+        _raise_denied(await asyncio.gather(*(self.node(n["endpoint"]).call("MarkLogDeleted", req, self.timeout)
+                                             for n in live), return_exceptions=True))
         return await self.objects.delete_log(log_id)
 
     async def segment_ids(self, log_id: int) -> list[int]:

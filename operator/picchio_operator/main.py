@@ -33,7 +33,7 @@ from .adapters.kube import Kube
 from .handlers import build_registry
 from .metrics import MetricsServer
 from .model.constants import ANNOTATION_PREFIX, FINALIZER
-from .runtime import KopfLogger, Runtime, Tunables
+from .runtime import KopfLogger, Runtime, Tunables, operator_namespace
 
 log = logging.getLogger("picchio_operator")
 
@@ -52,6 +52,7 @@ class Options:
     kubeconfig: str | None
     resync_seconds: float
     tick_seconds: float
+    tls_overlap_seconds: float = 600.0
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -76,6 +77,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--kubeconfig", default=None, help="default: in-cluster config, else $KUBECONFIG/~/.kube/config")
     p.add_argument("--resync-seconds", type=float, default=60.0, help="full WoodpeckerCluster re-check interval")
     p.add_argument("--tick-seconds", type=float, default=10.0, help="WoodpeckerLog status refresh interval")
+    p.add_argument("--tls-overlap-seconds", type=float, default=600.0,
+                   help="spec.tls CA rotation: seconds a new CA is trusted before it signs, and an old one after")
     a = p.parse_args(list(argv) if argv is not None else None)
     return Options(
         namespaces=a.namespace, peering=None if a.standalone else a.peering,
@@ -83,7 +86,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         peering_lifetime=a.peering_lifetime,
         liveness=a.liveness or None, metrics_host=a.metrics_host, metrics_port=a.metrics_port,
         log_format=a.log_format, verbose=a.verbose, kubeconfig=a.kubeconfig,
-        resync_seconds=a.resync_seconds, tick_seconds=a.tick_seconds)
+        resync_seconds=a.resync_seconds, tick_seconds=a.tick_seconds, tls_overlap_seconds=a.tls_overlap_seconds)
 
 
 def make_api_client(kubeconfig: str | None) -> Any:
@@ -122,7 +125,9 @@ def build(o: Options, api: Any) -> tuple[kopf.OperatorRegistry, kopf.OperatorSet
     """Everything ``kopf.operator`` needs; separate from :func:`run` so tests
     can run the operator in-process with their own API client."""
     rt = Runtime(kube=Kube(api), tunables=Tunables(cluster_resync_seconds=o.resync_seconds,
-                                                   log_tick_seconds=o.tick_seconds))
+                                                   log_tick_seconds=o.tick_seconds,
+                                                   tls_overlap_seconds=o.tls_overlap_seconds),
+                 operator_namespace=operator_namespace())
     registry = build_registry(resync_seconds=o.resync_seconds, tick_seconds=o.tick_seconds)
     server = MetricsServer(rt.metrics, o.metrics_host, o.metrics_port) if o.metrics_port else None
 

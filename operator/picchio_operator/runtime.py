@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,9 @@ from .adapters.kube import Kube
 from .adapters.logs import LogClients
 from .adapters.tlsfiles import TlsFiles
 from .metrics import Metrics
+from .model.constants import DEFAULT_OPERATOR_NAMESPACE, OPERATOR_NAMESPACE_ENV
+
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 @dataclass
@@ -34,6 +38,9 @@ class Tunables:
     purge_batch_objects: int = 50_000      # objects deleted per deletion pass (then retried)
     backoff_base: float = 5.0
     backoff_max: float = 300.0
+    # spec.tls CA rotation: how long a new CA is trusted before it signs, and the old one after.  Covers the
+    # kubelet's refresh of mounted Secrets (about a minute or two by default) and the LogStores' reload.
+    tls_overlap_seconds: float = 600.0
 
 
 KopfLogger = logging.Logger | logging.LoggerAdapter[Any]  # what kopf passes as ``logger``
@@ -80,6 +87,8 @@ class Runtime:
     tunables: Tunables = field(default_factory=Tunables)
     events: Events = field(default_factory=Events)
     tls_files: TlsFiles = field(default_factory=TlsFiles)  # Secrets' TLS material as files for our own clients
+    operator_certs: dict[str, Any] = field(default_factory=dict)  # cluster uid → our admin:operator model.pki.Pair
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE  # where our pods run: a NetworkPolicy peer
 
     def __post_init__(self) -> None:
         if isinstance(self.events, Events):  # tests may record events with an object of their own
@@ -88,6 +97,22 @@ class Runtime:
     def backoff(self, retry: int) -> float:
         """Delay before kopf retries a failed handler: exponential, capped."""
         return min(self.tunables.backoff_max, self.tunables.backoff_base * 2 ** min(max(retry, 0), 10))
+
+
+def operator_namespace(env: dict[str, str] | None = None, sa_file: str = SA_NAMESPACE_FILE) -> str:
+    """The namespace the operator's pods run in, for the LogStores'
+    NetworkPolicy: the downward API's ``POD_NAMESPACE``
+    (manifests/deployment.yaml), else the service account's namespace file
+    (any in-cluster pod), else the manifests' ``picchio-system`` (an operator
+    outside the cluster: its traffic does not come from a pod anyway)."""
+    value = (os.environ if env is None else env).get(OPERATOR_NAMESPACE_ENV, "").strip()
+    if value:
+        return value
+    try:
+        with open(sa_file, encoding="utf-8") as f:
+            return f.read().strip() or DEFAULT_OPERATOR_NAMESPACE
+    except OSError:
+        return DEFAULT_OPERATOR_NAMESPACE
 
 
 def utcnow() -> datetime:

@@ -98,7 +98,8 @@ def test_seeds_are_the_client_service_and_the_quorum_is_woodpeckers() -> None:
     five = milvus_cluster(replicas=5, quorum={"ensembleSize": 5, "writeQuorum": 5, "ackQuorum": 3})
     text = render_client_config(five).milvus
     assert yaml.safe_load(text)["woodpecker"]["client"]["quorum"]["quorumSelectStrategy"]["replicas"] == 5
-    assert "NOTE" not in text
+    assert "NOTE: spec.quorum" not in text  # (the spec.tls note stays: Milvus's client sends no certificate)
+    assert "NOTE: the LogStores demand TLS" in text
 
 
 @pytest.mark.parametrize("quorum,replicas", [((3, 3, 3), 3), ((4, 4, 3), 3), ((5, 5, 4), 5)])

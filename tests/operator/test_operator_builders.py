@@ -95,7 +95,8 @@ def test_service_mode_children_in_apply_order_with_owner_refs() -> None:
     c = parse_cluster(sample("cluster-service.yaml"))
     children = b.desired_children(c, render_config(c))
     assert [o["kind"] for o in children] == [
-        "ConfigMap", "ConfigMap", "Service", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+        "ConfigMap", "ConfigMap", "NetworkPolicy", "Service", "Service", "Service", "StatefulSet",
+        "PodDisruptionBudget"]
     for o in children:
         (ref,) = o["metadata"]["ownerReferences"]
         assert ref == {"apiVersion": "picchio.dev/v1alpha1", "kind": "WoodpeckerCluster", "name": "wal",

@@ -12,6 +12,7 @@ from picchio_operator.model.spec import parse_cluster
 OK_GATES = [cond("ConfigValid", True, "ConfigValid")]
 ETCD_OK = cond("EtcdReady", True, "KeyspaceReady", "ok")
 S3_OK = cond("StorageReady", True, "StorageVerified", "ok")
+TLS_OK = cond("TLSReady", True, "CertificatesValid", "ok")
 
 
 def sts(ready: int, replicas: int = 3, updated: int | None = None, gen: int = 1, observed: int = 1):
@@ -22,7 +23,7 @@ def sts(ready: int, replicas: int = 3, updated: int | None = None, gen: int = 1,
 
 def status(c, **kw):
     args = dict(old_conditions=None, gates=OK_GATES, etcd=ETCD_OK, storage=S3_OK, sts=sts(3), logs=2,
-                config_hash="abc", meta_prefix="wal/woodpecker", now=NOW)
+                config_hash="abc", meta_prefix="wal/woodpecker", now=NOW, tls=TLS_OK)
     args.update(kw)
     return cluster_status(c, **args)
 
@@ -36,7 +37,8 @@ def test_all_good_service_cluster() -> None:
     assert (st["replicas"], st["readyReplicas"], st["logs"], st["observedGeneration"]) == (3, 3, 2, 3)
     assert st["selector"] == "app.kubernetes.io/component=logstore,app.kubernetes.io/instance=wal,app.kubernetes.io/name=woodpecker"
     assert st["seeds"] == ["wal-server-client.team-a.svc:18080"]
-    assert {c["type"] for c in st["conditions"]} == {"Ready", "EtcdReady", "StorageReady", "LogStoresReady", "Degraded"}
+    assert {c["type"] for c in st["conditions"]} == {"Ready", "EtcdReady", "StorageReady", "LogStoresReady", "Degraded",
+                                                    "TLSReady"}
 
 
 def test_ready_needs_ensemble_size_and_degraded_means_below_replicas() -> None:
@@ -101,3 +103,24 @@ def test_statefulset_observation_from_object() -> None:
     assert (o.replicas, o.ready_replicas, o.updated_replicas, o.generation, o.observed_generation) == (3, 2, 3, 4, 4)
     assert StatefulSetObservation.from_object(None) is None
     assert StatefulSetObservation.from_object({"metadata": {}}).ready_replicas == 0
+
+
+def test_tls_gates_ready_unless_the_user_chose_plaintext() -> None:
+    c = parse_cluster(sample("cluster-service.yaml"))
+    st = status(c, tls=cond("TLSReady", False, "CertificateWriteFailed", "403"))
+    ready = get_condition(st["conditions"], "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "CertificateWriteFailed")
+    st = status(c, tls=None)  # not checked yet: Unknown, and Ready waits for it
+    assert get_condition(st["conditions"], "TLSReady")["status"] == "Unknown"
+    assert get_condition(st["conditions"], "Ready")["status"] == "Unknown"
+    insecure = parse_cluster(sample("cluster-service.yaml") | {"spec": {**sample("cluster-service.yaml")["spec"],
+                                                                         "tls": {"enabled": False}}})
+    st = status(insecure, tls=None)
+    tls = get_condition(st["conditions"], "TLSReady")
+    assert (tls["status"], tls["reason"]) == ("False", "Insecure") and "spec.tls.enabled" in tls["message"]
+    assert get_condition(st["conditions"], "Ready")["status"] == "True"
+
+
+def test_embedded_cluster_has_no_tls_condition() -> None:
+    st = status(parse_cluster(sample("cluster-embedded.yaml")), sts=None, tls=None)
+    assert get_condition(st["conditions"], "TLSReady") is None

@@ -90,7 +90,8 @@ def rules(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("field", ["spec.mode", "spec.quorum.ackQuorum", "spec.quorum.writeQuorum",
                                    "spec.quorum.ensembleSize", "spec.storageSize", "spec.storage.type",
-                                   "spec.storage.bucket", "spec.storage.rootPath", "spec.etcd.rootPath"])
+                                   "spec.storage.bucket", "spec.storage.rootPath", "spec.etcd.rootPath",
+                                   "spec.network.clientNamespaceSelector", "spec.monitoring.namespaceSelector"])
 def test_cluster_cel_rules_name_their_field(field: str) -> None:
     assert any(field in r["message"] for r in rules(schema(load(OURS[0])))), field
 

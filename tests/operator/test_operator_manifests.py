@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 from opsupport import REPO
-from picchio_operator.adapters.kube import _KINDS
+from picchio_operator.adapters.kube import _KINDS, DELETABLE
 from picchio_operator.model import constants as k
 
 MANIFESTS = REPO / "manifests"
@@ -48,11 +48,21 @@ def test_rbac_covers_every_kind_the_operator_touches(api_version: str, kind: str
     _, plural = _KINDS[(api_version, kind)]
     verbs = granted(group, plural)
     if kind == "Secret":
-        # read, the in-use finalizer, and server-side apply of <name>-etcd-client
+        # read, the in-use finalizer, and server-side apply of the Secrets the operator owns
+        # (<name>-etcd-client and the spec.tls ones: model.pki.pki_secrets); no list/watch/delete
         assert verbs == {"get", "create", "patch"}
+    elif (api_version, kind) in DELETABLE:
+        # server-side apply, and Kube.delete_owned (read the owner, then delete): the
+        # NetworkPolicy a spec.network.policies switch-off removes
+        assert verbs == {"get", "create", "patch", "delete"}
     else:
         assert {"get", "create", "patch"} <= verbs  # server-side apply
         assert "delete" not in verbs  # children go by ownerReference garbage collection
+
+
+def test_rbac_grants_nothing_on_networking_beyond_networkpolicies() -> None:
+    rules = [r for r in rbac_rules() if "networking.k8s.io" in r["apiGroups"]]
+    assert [(r["apiGroups"], r["resources"]) for r in rules] == [(["networking.k8s.io"], ["networkpolicies"])]
 
 
 def test_rbac_for_custom_resources_and_kopf() -> None:

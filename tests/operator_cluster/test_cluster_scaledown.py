@@ -118,7 +118,9 @@ def test_scale_down_4_to_3_decommissions_before_the_statefulset_is_lowered(
         api, ns, operator, kubectl, etcd, minio, bucket, tmp_path) -> None:
     api.call("POST", f"/api/v1/namespaces/{ns}/secrets",
              secret_body(ns, "s3", {"accessKeyID": minio.access_key, "secretAccessKey": minio.secret_key}))
-    body = wpc_body(ns, "sd", etcd.endpoint, minio.endpoint, bucket, mode="service", replicas=4)
+    # plaintext: the LogStores here are loopback processes started before the operator issues spec.tls certificates
+    body = wpc_body(ns, "sd", etcd.endpoint, minio.endpoint, bucket, mode="service", replicas=4,
+                    tls={"enabled": False})
     base = writer_config(body, etcd.endpoint, minio)
     stores = start_pod_logstores(tmp_path / "logstores", base, "sd", 4)
     svc_cfg = {**base, "woodpecker.storage.type": "service",
@@ -199,7 +201,9 @@ def test_scale_up_during_a_scale_down_cancels_it(api, ns, operator, kubectl, etc
     the StatefulSet never went down."""
     api.call("POST", f"/api/v1/namespaces/{ns}/secrets",
              secret_body(ns, "s3", {"accessKeyID": minio.access_key, "secretAccessKey": minio.secret_key}))
-    body = wpc_body(ns, "cx", etcd.endpoint, minio.endpoint, bucket, mode="service", replicas=4)
+    # plaintext: the LogStores here are loopback processes started before the operator issues spec.tls certificates
+    body = wpc_body(ns, "cx", etcd.endpoint, minio.endpoint, bucket, mode="service", replicas=4,
+                    tls={"enabled": False})
     base = writer_config(body, etcd.endpoint, minio)
     s3_relay = TcpProxy(minio.host, minio.port)
     stores = start_pod_logstores(tmp_path / "logstores", {**base, "minio.port": s3_relay.port}, "cx", 4)

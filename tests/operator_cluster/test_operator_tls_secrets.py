@@ -153,6 +153,10 @@ def test_tls_cluster_works_and_nothing_secret_leaks(api, ns, env, captured_opera
     scoped_pw = base64.b64decode(scoped["data"]["password"]).decode()
     key_body = [ln for ln in client.key.read_text().splitlines() if "-----" not in ln]
     secrets = [NS_ROOT_PW, wrong_pw, minio.secret_key, wrong_sk, minio.access_key, scoped_pw, *key_body]
+    for name, key in (("wal-cluster-ca", "ca.key"), ("wal-logstore-tls", "tls.key"), ("wal-client-tls", "tls.key"),
+                      ("wal-reader-tls", "tls.key")):  # the private keys of the operator's own PKI (spec.tls)
+        pem = base64.b64decode(api.get(f"/api/v1/namespaces/{ns}/secrets/{name}")["data"][key]).decode()
+        secrets += [ln for ln in pem.splitlines() if "-----" not in ln]
     outputs = {
         "events": "\n".join(f"{t} {r} {m}" for t, r, m in events(api, ns)),
         "cluster": str(api.get(cr_path("woodpeckerclusters", ns, "wal"))),

@@ -53,7 +53,7 @@ async def test_writer_sigkill_cycles(service_cluster):
 def _tls_files(tmp_path):
     ca = CertificateAuthority(tmp_path / "pki")
     server = ca.issue("logstore", "logstore", server=True, dns=("localhost",), ips=("127.0.0.1",))
-    client = ca.issue("client", "picchio-client")
+    client = ca.issue("client", "writer:picchio-client")  # a role: authorization is on by default
     other = CertificateAuthority(tmp_path / "other-pki", cn="someone-else")
     return ca, server, client, other
 

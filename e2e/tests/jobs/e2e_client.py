@@ -10,6 +10,9 @@ mounted from a ConfigMap).  One line per event on stdout, parsed by the tests:
       DONE read=<n>
   list                            LOG <name>  /  DONE logs=<n>
   objects PREFIX                  OBJ <key> <size>  /  DONE objects=<n> bytes=<n>
+  served-cert HOST:PORT...        CERT <host:port> <serial hex> <issuer CN>  (the certificate each
+                                  LogStore serves now, seen through a TLS handshake with the
+                                  client's own certificate and CA from the configuration)
 
 Configuration: the woodpecker.yaml in $PICCHIO_CONFIG plus PICCHIO_*
 environment variables (credentials from Secrets), like any application.
@@ -113,6 +116,29 @@ def objects(a: argparse.Namespace) -> int:
     return 0
 
 
+def served_cert(a: argparse.Namespace) -> int:
+    import socket
+    import ssl
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cfg = config()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cfg["woodpecker.logstore.tls.caFile"])
+    ctx.load_cert_chain(cfg["woodpecker.logstore.tls.clientCertFile"], cfg["woodpecker.logstore.tls.clientKeyFile"])
+    ctx.set_alpn_protocols(["h2"])  # what a gRPC client offers
+    for target in a.targets:
+        host, _, port = target.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        issuer = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        out(f"CERT {target} {cert.serial_number:x} {issuer.replace(' ', '_')}")
+    out(f"DONE certs={len(a.targets)}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -129,9 +155,13 @@ def main() -> int:
     sub.add_parser("list")
     p = sub.add_parser("objects")
     p.add_argument("prefix")
+    p = sub.add_parser("served-cert")
+    p.add_argument("targets", nargs="+")
     a = ap.parse_args()
     if a.cmd == "objects":
         return objects(a)
+    if a.cmd == "served-cert":
+        return served_cert(a)
     return asyncio.run({"write": write, "read": read, "list": list_logs}[a.cmd](a))
 
 

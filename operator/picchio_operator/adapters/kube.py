@@ -35,7 +35,11 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Secret"): ("/api/v1", "secrets"),
     ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
 }
+# The kinds the operator ever deletes itself (delete_owned); every other child goes
+# only with its owner, by garbage collection.  The RBAC grants delete on exactly these.
+DELETABLE: frozenset[tuple[str, str]] = frozenset({("networking.k8s.io/v1", "NetworkPolicy")})
 
 
 class KubeError(AdapterError):
@@ -141,6 +145,42 @@ class Kube:
             return await self._request("GET", self._path(api_version, kind, namespace, name))
         except NotFound:
             return None
+
+    async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+        """Delete a child only if ``owner_uid`` is its controller (a same-named
+        object of someone else's stays), guarded by the uid read (a replaced
+        object is not deleted either).  True if deleted; absent → False."""
+        if (api_version, kind) not in DELETABLE:
+            raise KubeError(f"the operator does not delete {api_version} {kind}")
+        obj = await self.get(api_version, kind, namespace, name)
+        if obj is None:
+            return False
+        meta = obj["metadata"]
+        if not any(o.get("controller") and o.get("uid") == owner_uid for o in meta.get("ownerReferences") or ()):
+            log.info("not deleting %s %s/%s: not controlled by %s", kind, namespace, name, owner_uid)
+            return False
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}}
+        try:
+            await self._request("DELETE", self._path(api_version, kind, namespace, name), body=body,
+                                content_type="application/json")
+        except NotFound:
+            return False
+        return True
+
+    async def remove_custom_annotation(self, plural: str, namespace: str, name: str, key: str, value: str) -> bool:
+        """Remove annotation ``key`` of a custom resource if it still says
+        ``value``: a JSON patch whose ``test`` makes a user's newer value win
+        (it is then acted on next pass).  False if it changed or is gone."""
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        body = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        try:
+            await self._request("PATCH", self._custom_path(plural, namespace, name), body=body,
+                                content_type="application/json-patch+json")
+            return True
+        except KubeError as e:
+            if e.status in (404, 409, 422):
+                return False
+            raise
 
     async def set_finalizer(self, api_version: str, kind: str, namespace: str, name: str, finalizer: str,
                             present: bool, *, attempts: int = 4) -> bool:

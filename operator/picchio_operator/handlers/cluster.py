@@ -22,6 +22,7 @@ from ..adapters.etcd import EtcdError, EtcdKeyspace
 from ..adapters.kube import KubeError, NotFound
 from ..model import constants as k
 from ..model.cluster import desired_children, etcd_client_secret
+from ..model.netpol import unwanted
 from ..model.cluster_status import ETCD_READY, STORAGE_READY, StatefulSetObservation, cluster_status
 from ..model.conditions import Cond, cond, set_condition, status_changed
 from ..model.config import InvalidConfig, RenderedConfig, render_client_config, render_config
@@ -31,6 +32,7 @@ from ..runtime import KopfLogger, Runtime, utcnow
 from .common import (etcd_credentials, etcd_tls, protect_secrets, release_secret, s3_credentials, status_of,
                      storage_ca)
 from . import gauges, orphans, scaledown
+from . import pki as pki_handler
 
 log = logging.getLogger(__name__)
 KIND = "WoodpeckerCluster"
@@ -149,6 +151,11 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
         protected: list[str] | None = None
         if checks:
             protected = await protect_secrets(rt.kube, c, list(old.get("protectedSecrets") or []), log)
+        tls_out: pki_handler.PkiOutcome | None = None
+        if checks and c.tls_on:  # before the StatefulSet that mounts the Secret; whatever spec.config says
+            tls_out = await pki_handler.ensure(rt, c, fresh)
+            if tls_out.failed:
+                failures.append(tls_out.condition.message)
         if cfg is not None and checks:
             etcd_c, storage_c = await asyncio.gather(check_etcd(rt, c, cfg, fresh), check_storage(rt, c, fresh))
             failures += [x.message for x in (etcd_c, storage_c) if not x.ok]
@@ -157,10 +164,14 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
                 scale = await scaledown.step(rt, c, client_cfg, old, fresh)
             applied = dataclasses.replace(c, replicas=scale.replicas) if scale else c
             try:
-                for obj in desired_children(applied, cfg, client_cfg):
+                for obj in desired_children(applied, cfg, client_cfg, operator_namespace=rt.operator_namespace):
                     applied = await rt.kube.apply(obj)
                     if obj["kind"] == "StatefulSet":
                         sts_obj = applied
+                for api_version, kind, name in unwanted(c):  # spec.network.policies switched off
+                    if await rt.kube.delete_owned(api_version, kind, c.namespace, name, c.uid):
+                        rt.events.info(fresh, reason="NetworkPolicyDeleted",
+                                       message=f"deleted NetworkPolicy {name} (spec.network.policies is false)")
                 gates.append(cond("Applied", True, "Applied"))
             except KubeError as e:
                 gates.append(cond("Applied", False, "ApplyFailed", str(e)))
@@ -171,7 +182,11 @@ async def reconcile(rt: Runtime, body: Any, *, checks: bool = True) -> list[str]
         status = cluster_status(
             c, old_conditions=old.get("conditions"), gates=gates, etcd=etcd_c, storage=storage_c,
             sts=StatefulSetObservation.from_object(sts_obj), logs=logs,
-            config_hash=cfg.hash if cfg else None, meta_prefix=cfg.meta_prefix if cfg else None, now=utcnow())
+            config_hash=cfg.hash if cfg else None, meta_prefix=cfg.meta_prefix if cfg else None, now=utcnow(),
+            tls=tls_out.condition if tls_out else None)
+        pki_handler.warn_if_insecure(rt, old, status, fresh)
+        if checks and c.service_mode and not (tls_out and tls_out.failed):
+            status["tls"] = tls_out.status if tls_out else None  # None (plaintext): merge-patch removes it
         if protected is not None:
             status["protectedSecrets"] = protected
         if scale is not None:
@@ -309,6 +324,7 @@ async def _release_all(rt: Runtime, c: ClusterSpec, body: Any) -> None:
     for name in sorted(referenced_secrets(c) | set(status_of(body).get("protectedSecrets") or [])):
         await release_secret(rt.kube, c, name)
     rt.locks.forget(c.uid)
+    rt.operator_certs.pop(c.uid, None)
 
 
 def _meta_prefix(c: ClusterSpec) -> str:

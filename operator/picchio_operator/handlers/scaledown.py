@@ -19,6 +19,7 @@ from ..model.scaledown import (SCALING_DOWN, DrainObservation, LeavingStore, des
 from ..model.spec import ClusterSpec
 from ..runtime import Runtime
 from .common import client_secrets, tls_settings
+from .pki import operator_client_tls
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0  # how often a scale-down in progress is looked at
@@ -65,9 +66,11 @@ async def step(rt: Runtime, c: ClusterSpec, client_cfg: RenderedConfig, old_stat
 
 async def _client(rt: Runtime, c: ClusterSpec, client_cfg: RenderedConfig) -> Any:
     """A service-mode ``logstore.Client`` (compaction goes through the
-    LogStores), pooled apart from the storage-mode one the log passes use."""
+    LogStores), pooled apart from the storage-mode one the log passes use.
+    With spec.tls it presents the operator's ``admin:operator`` certificate."""
     key = f"{c.namespace}/{c.name}/{c.uid}/service"
-    values = client_config(client_cfg, {**await client_secrets(rt.kube, c), **await tls_settings(rt, c)})
+    values = client_config(client_cfg, {**await client_secrets(rt.kube, c), **await tls_settings(rt, c),
+                                        **await operator_client_tls(rt, c)})
     return await rt.logs.get(key, values)
 
 

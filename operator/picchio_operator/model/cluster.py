@@ -9,7 +9,8 @@ scoped user's Secret (``etcd_client_secret``).
 
 Every object carries the cluster as its controller ownerReference, so the API
 server's garbage collector removes them with the cluster and the operator never
-has to delete children itself.
+has to delete children itself — except the LogStores' NetworkPolicy when
+``spec.network.policies`` is switched off (``model.netpol``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from . import constants as k
 from .config import RenderedConfig, render_client_config
+from .netpol import network_policies
 from .spec import ClusterSpec
 
 Obj = dict[str, Any]
@@ -158,6 +160,8 @@ def _tls_volumes(c: ClusterSpec) -> list[tuple[str, str, str, tuple[str, ...]]]:
         out.append(("etcd-tls", c.etcd.tls_secret, k.ETCD_TLS_DIR, k.ETCD_TLS_KEYS))
     if c.storage.type == "minio" and c.storage.ca_secret:
         out.append(("storage-ca", c.storage.ca_secret, k.STORAGE_CA_DIR, k.STORAGE_CA_KEYS))
+    if c.tls_on:  # spec.tls (model.pki); no hash of it in the pod template: renewals reload in place
+        out.append(("logstore-tls", k.logstore_tls_secret_name(c.name), k.LOGSTORE_TLS_DIR, k.ETCD_TLS_KEYS))
     return out
 
 
@@ -254,6 +258,8 @@ def client_configmap(c: ClusterSpec, client: RenderedConfig) -> Obj:
     variables (``PICCHIO_ETCD_AUTH_USERNAME`` …), like the LogStores do."""
     meta = _meta(c, k.client_configmap_name(c.name), k.COMPONENT_CLIENT)
     meta["annotations"] = {k.CONFIG_HASH_ANNOTATION: client.hash}
+    if c.tls_on:  # the Secret to mount at CLIENT_TLS_DIR (the file's comment says so too)
+        meta["annotations"][k.CLIENT_TLS_SECRET_ANNOTATION] = k.client_tls_secret_name(c.name)
     data = {k.CONFIG_FILE: client.text}
     if client.milvus:
         data[k.MILVUS_CONFIG_FILE] = client.milvus
@@ -277,11 +283,15 @@ def etcd_client_secret(c: ClusterSpec, username: str, password: str) -> Obj:
     }
 
 
-def desired_children(c: ClusterSpec, cfg: RenderedConfig, client: RenderedConfig | None = None) -> list[Obj]:
+def desired_children(c: ClusterSpec, cfg: RenderedConfig, client: RenderedConfig | None = None, *,
+                     operator_namespace: str = k.DEFAULT_OPERATOR_NAMESPACE) -> list[Obj]:
     """Every child object, in apply order (config before the pods that mount
-    it).  ``client`` is the applications' configuration (``<name>-client``),
-    rendered from ``cfg`` when not given."""
+    it, the NetworkPolicy before the pods it guards).  ``client`` is the
+    applications' configuration (``<name>-client``), rendered from ``cfg``
+    when not given; ``operator_namespace`` is where the operator's pods run
+    (a NetworkPolicy peer)."""
     objs = [configmap(c, cfg), client_configmap(c, client or render_client_config(c, cfg))]
+    objs += network_policies(c, operator_namespace)
     if c.service_mode:
         objs += [headless_service(c), client_service(c), metrics_service(c), statefulset(c, cfg), pdb(c)]
     return objs

@@ -16,6 +16,7 @@ from typing import Any
 from .cluster import selector_string
 from .conditions import FALSE, TRUE, UNKNOWN, Cond, cond, set_conditions, summarize
 from .constants import client_configmap_name, etcd_client_secret_name
+from .pki import TLS_READY, insecure_condition
 from .spec import ClusterSpec
 
 READY, ETCD_READY, STORAGE_READY, LOGSTORES_READY, DEGRADED = (
@@ -72,11 +73,14 @@ def logstores_conditions(c: ClusterSpec, sts: StatefulSetObservation | None) -> 
 def cluster_status(c: ClusterSpec, *, old_conditions: Sequence[Mapping[str, Any]] | None,
                    gates: Sequence[Cond], etcd: Cond | None, storage: Cond | None,
                    sts: StatefulSetObservation | None, logs: int | None,
-                   config_hash: str | None, meta_prefix: str | None, now: datetime) -> dict[str, Any]:
+                   config_hash: str | None, meta_prefix: str | None, now: datetime,
+                   tls: Cond | None = None) -> dict[str, Any]:
     """The full status to write.  ``gates`` are outcomes that are not
     conditions of their own but keep Ready False (an invalid spec.config, a
-    failed apply).  ``etcd``/``storage`` None means "not checked in this pass"
-    and keeps whatever the previous pass found (Unknown at first)."""
+    failed apply).  ``etcd``/``storage``/``tls`` None means "not checked in
+    this pass" and keeps whatever the previous pass found (Unknown at first).
+    TLSReady (service mode) gates Ready, except reason Insecure: plaintext
+    is the user's choice (spec.tls.enabled false), shown, not held against."""
     parts: list[Cond] = list(gates)
     etcd = etcd or _previous(old_conditions, ETCD_READY)
     storage = storage or _previous(old_conditions, STORAGE_READY)
@@ -86,6 +90,12 @@ def cluster_status(c: ClusterSpec, *, old_conditions: Sequence[Mapping[str, Any]
         stores, degraded = logstores_conditions(c, sts)
         parts.append(stores)
         new += [stores, degraded]
+        if not c.tls.enabled:
+            tls = insecure_condition()
+        tls = tls or _previous(old_conditions, TLS_READY)
+        new.append(tls)
+        if tls.reason != "Insecure":
+            parts.append(tls)
     else:
         degraded = cond(DEGRADED, False, "EmbeddedMode", "no LogStore pods in embedded mode")
         new.append(degraded)
@@ -127,6 +137,7 @@ __all__ = [
     "LOGSTORES_READY",
     "READY",
     "STORAGE_READY",
+    "TLS_READY",
     "TRUE",
     "StatefulSetObservation",
     "cluster_status",

@@ -28,7 +28,8 @@ from logstore.config import SETTINGS, go_path_join, parse_size, validate_overrid
 from logstore.errors import ConfigError
 
 from .milvus import WOODPECKER_POOL, render_milvus_config, woodpecker_replicas
-from .constants import ETCD_TLS_DIR, STORAGE_CA_DIR, TLS_CA, TLS_CERT, TLS_KEY, etcd_client_secret_name
+from .constants import (CLIENT_TLS_DIR, ETCD_TLS_DIR, LOGSTORE_TLS_DIR, STORAGE_CA_DIR, TLS_CA, TLS_CERT, TLS_KEY,
+                        client_tls_secret_name, etcd_client_secret_name, reader_tls_secret_name)
 from .spec import ClusterSpec, SpecError
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -40,7 +41,11 @@ _SPEC_OWNED = {
     "woodpecker.client.quorum.writeQuorum": "spec.quorum.writeQuorum",
     "woodpecker.client.quorum.ackQuorum": "spec.quorum.ackQuorum",
     "woodpecker.client.quorum.quorumSelectStrategy.replicas": "spec.quorum",
+    **{f"woodpecker.logstore.tls.{key}": "spec.tls" for key in (
+        "enabled", "certFile", "keyFile", "caFile", "requireClientCert", "clientCertFile", "clientKeyFile")},
 }
+_TLS = "woodpecker.logstore.tls."
+_SERVER_ONLY_TLS = (_TLS + "certFile", _TLS + "keyFile", _TLS + "requireClientCert")
 
 
 class InvalidConfig(ValueError):
@@ -130,6 +135,10 @@ def spec_values(c: ClusterSpec) -> dict[str, Any]:
         if not v["minio.useSSL"]:
             raise InvalidConfig("spec.storage.caSecret needs an https:// spec.storage.endpoint")
         v["minio.ssl.tlsCACert"] = f"{STORAGE_CA_DIR}/{TLS_CA}"
+    if c.tls_on:  # files of the mounted <name>-logstore-tls (model.pki); the LogStores reload them in place
+        v.update({_TLS + "enabled": True, _TLS + "certFile": f"{LOGSTORE_TLS_DIR}/{TLS_CERT}",
+                  _TLS + "keyFile": f"{LOGSTORE_TLS_DIR}/{TLS_KEY}", _TLS + "caFile": f"{LOGSTORE_TLS_DIR}/{TLS_CA}",
+                  _TLS + "requireClientCert": True})
     if c.service_mode and c.storage_size:
         # the LogStores' staging budget is their own volume, not the fill level of whatever
         # file system backs it (a shared node disk would make them refuse writes)
@@ -178,6 +187,12 @@ def render_client_config(c: ClusterSpec, server: RenderedConfig | None = None) -
         replicas = woodpecker_replicas(c)
         if replicas is not None:
             values["woodpecker.client.quorum.quorumSelectStrategy.replicas"] = replicas
+    if c.tls_on:  # the client side of spec.tls: a writer/reader certificate mounted at CLIENT_TLS_DIR
+        for key in _SERVER_ONLY_TLS:
+            values.pop(key, None)
+        values.update({_TLS + "caFile": f"{CLIENT_TLS_DIR}/{TLS_CA}",
+                       _TLS + "clientCertFile": f"{CLIENT_TLS_DIR}/{TLS_CERT}",
+                       _TLS + "clientKeyFile": f"{CLIENT_TLS_DIR}/{TLS_KEY}"})
     try:
         validate_overrides(values)
     except ConfigError as e:
@@ -201,6 +216,11 @@ def render_client_config(c: ClusterSpec, server: RenderedConfig | None = None) -
     if c.storage.type == "minio" and c.storage.ca_secret:
         lines.append(f"# Mount Secret {c.storage.ca_secret} (ca.crt) at {STORAGE_CA_DIR}: "
                      "minio.ssl.tlsCACert below names it.")
+    if c.tls_on:
+        lines += [f"# Mount Secret {client_tls_secret_name(c.name)} (writer; {reader_tls_secret_name(c.name)} to only read) "
+                  f"at {CLIENT_TLS_DIR}",
+                  "# as a whole volume (no subPath: renewed certificates reach you): woodpecker.logstore.tls.* "
+                  "names its files."]
     text = "\n".join(lines) + "\n" + yaml.safe_dump(nest(values), sort_keys=True, default_flow_style=False)
     milvus = render_milvus_config(c, values)
     return RenderedConfig(values=values, text=text, milvus=milvus,

@@ -27,7 +27,18 @@ COMPONENT_LOGSTORE = "logstore"
 COMPONENT_CONFIG = "config"
 COMPONENT_CLIENT = "client"
 COMPONENT_CREDENTIALS = "credentials"
+COMPONENT_TLS = "tls"
 MANAGED_BY = "picchio-operator"
+
+# NetworkPolicy peers (model.netpol).  An application pod carries
+# CLIENT_LABEL=<cluster> to reach that cluster's LogStores.  OPERATOR_POD_LABELS is the
+# operator Deployment's selector (manifests/deployment.yaml; a test keeps them equal);
+# its namespace comes from OPERATOR_NAMESPACE_ENV (downward API), else the manifests' default.
+CLIENT_LABEL = "picchio.dev/client"
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "picchio-operator"}
+OPERATOR_NAMESPACE_ENV = "POD_NAMESPACE"
+DEFAULT_OPERATOR_NAMESPACE = "picchio-system"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server (1.22+)
 
 SERVICE_PORT = 18080
 METRICS_PORT = 9091
@@ -57,6 +68,16 @@ TLS_CA, TLS_CERT, TLS_KEY = "ca.crt", "tls.crt", "tls.key"  # the keys cert-mana
 ETCD_TLS_KEYS = (TLS_CA, TLS_CERT, TLS_KEY)
 STORAGE_CA_KEYS = (TLS_CA,)
 
+# The operator's own PKI for the LogStores' gRPC port (spec.tls, model.pki).  Whole-Secret
+# volumes (never subPath), so the kubelet refreshes renewed files and the LogStores reload them.
+LOGSTORE_TLS_DIR = "/etc/picchio-tls/logstore"
+CLIENT_TLS_DIR = "/etc/picchio-tls/client"  # where applications mount <name>-client-tls / -reader-tls
+CA_KEY = "ca.key"
+# kubectl annotate wpc NAME picchio.dev/renew-certificates=true (leaves now) or =ca (rotate the CA);
+# the operator removes the annotation once done.
+RENEW_CERTS_ANNOTATION = "picchio.dev/renew-certificates"
+CLIENT_TLS_SECRET_ANNOTATION = "picchio.dev/client-tls-secret"  # on <name>-client: the Secret to mount
+
 # Object names derived from the cluster's name.
 def statefulset_name(cluster: str) -> str:
     return f"{cluster}-server"
@@ -82,6 +103,11 @@ def pdb_name(cluster: str) -> str:
     return f"{cluster}-server"
 
 
+def networkpolicy_name(cluster: str) -> str:
+    """The NetworkPolicy guarding the LogStore pods (service mode)."""
+    return f"{cluster}-server"
+
+
 def client_configmap_name(cluster: str) -> str:
     """The ConfigMap applications mount: woodpecker.yaml for clients."""
     return f"{cluster}-client"
@@ -97,3 +123,23 @@ def etcd_principal_name(namespace: str, cluster: str) -> str:
     """etcd user *and* role of one cluster; namespace and name together, so
     two clusters sharing an etcd never share a principal."""
     return f"picchio-{namespace}-{cluster}"
+
+
+def cluster_ca_secret_name(cluster: str) -> str:
+    """The cluster CA's certificate and key: for the operator only."""
+    return f"{cluster}-cluster-ca"
+
+
+def logstore_tls_secret_name(cluster: str) -> str:
+    """The LogStores' server certificate, key and trust bundle."""
+    return f"{cluster}-logstore-tls"
+
+
+def client_tls_secret_name(cluster: str) -> str:
+    """A writer client certificate for applications."""
+    return f"{cluster}-client-tls"
+
+
+def reader_tls_secret_name(cluster: str) -> str:
+    """A read-only client certificate for applications."""
+    return f"{cluster}-reader-tls"

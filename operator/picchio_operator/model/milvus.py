@@ -117,6 +117,10 @@ def render_milvus_config(c: ClusterSpec, values: Mapping[str, Any]) -> str:
                       f"means {replicas}/{replicas}/{replicas // 2 + 1} for Milvus's writers."]]
         out[_STRATEGY + "replicas"] = replicas
         out[_STRATEGY + "strategy"] = "random"
+        if c.tls_on:
+            notes += [["the LogStores demand TLS client certificates (spec.tls), but picchio's",
+                      "woodpecker.logstore.tls.* keys are not Woodpecker's, so this file sets none: until",
+                      "Milvus's client can present one, a Milvus WAL needs spec.tls.enabled: false."]]
         if values.get("woodpecker.client.quorum.strategy") == "zone-spread":
             notes += [["woodpecker.client.quorum.strategy zone-spread applies to picchio clients; the LogStores answer",
                       "Woodpecker's SelectNodes without spreading zones, so Milvus's ensembles are random."]]

@@ -118,6 +118,34 @@ class OrphanGc:
 
 
 @dataclass(frozen=True)
+class NetworkSpec:
+    """spec.network: the NetworkPolicy the operator keeps on the LogStores
+    (model.netpol).  A selector is a metav1.LabelSelector dict; None = unset
+    (``{}`` is meaningful: every namespace)."""
+    policies: bool = True
+    client_namespace_selector: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """spec.monitoring: who may scrape the LogStores' HTTP/metrics port;
+    None = the cluster's own namespace only."""
+    namespace_selector: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TlsSpec:
+    """spec.tls: the operator's PKI for the LogStores' gRPC port (service mode).
+    90-day leaves (renewed at 30 days left) bound how long a leaked key is
+    useful — this PKI has no revocation — while leaving a month to notice an
+    operator that stopped renewing; the CA lives a year."""
+    enabled: bool = True
+    validity_days: int = 90
+    ca_validity_days: int = 365
+    issuer_ref: Mapping[str, str] | None = None  # cert-manager: accepted, not supported yet
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     name: str
     namespace: str
@@ -137,6 +165,16 @@ class ClusterSpec:
     config: Mapping[str, Any] = field(default_factory=dict)
     deletion_policy: str = "Retain"
     gc: OrphanGc = field(default_factory=OrphanGc)
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    tls: TlsSpec = field(default_factory=TlsSpec)
+
+    @property
+    def tls_on(self) -> bool:
+        """The LogStores serve TLS (service mode with spec.tls.enabled).  With an
+        issuerRef the operator issues nothing (not supported yet) and the pods
+        wait for the Secret: never a silent fallback to plaintext."""
+        return self.service_mode and self.tls.enabled
 
     @property
     def service_mode(self) -> bool:
@@ -163,6 +201,7 @@ def parse_cluster(body: Mapping[str, Any]) -> ClusterSpec:
     if not endpoints:
         raise SpecError("spec.etcd.endpoints: at least one endpoint is required")
     size = _get(spec, "storageSize")
+    network = _get(spec, "network", {})
     return ClusterSpec(
         name=meta.get("name", ""),
         namespace=meta.get("namespace", ""),
@@ -218,6 +257,15 @@ def parse_cluster(body: Mapping[str, Any]) -> ClusterSpec:
             scan_interval_seconds=int(_get(_get(spec, "gc", {}), "orphanScanIntervalSeconds", 3600)),
             grace_seconds=int(_get(_get(spec, "gc", {}), "orphanGraceSeconds", 3600)),
             mode=_get(_get(spec, "gc", {}), "orphans", "report"),
+        ),
+        network=NetworkSpec(policies=bool(_get(network, "policies", True)),
+                            client_namespace_selector=_get(network, "clientNamespaceSelector")),
+        monitoring=MonitoringSpec(namespace_selector=_get(_get(spec, "monitoring", {}), "namespaceSelector")),
+        tls=TlsSpec(
+            enabled=bool(_get(_get(spec, "tls", {}), "enabled", True)),
+            validity_days=int(_get(_get(spec, "tls", {}), "validityDays", 90)),
+            ca_validity_days=int(_get(_get(spec, "tls", {}), "caValidityDays", 365)),
+            issuer_ref=dict(_get(_get(spec, "tls", {}), "issuerRef", {})) or None,
         ),
     )
 
