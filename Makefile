@@ -16,7 +16,7 @@ deps:
 	@# seconds; building cmd/promtool from its Go module would cost minutes of the CI budget on 2 cores
 	@command -v promtool >/dev/null 2>&1 || { echo ">> installing prometheus (Debian, for promtool)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
-	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, grpc, isal, rich, moto, mfusepy, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography; import importlib.metadata as m; m.version(\"picchio\"); m.entry_points(group=\"picchio.dev\")[\"cluster\"]" 2>/dev/null || { \
+	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, grpc, isal, inotify_simple, rich, moto, mfusepy, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography; import importlib.metadata as m; m.version(\"picchio\"); m.entry_points(group=\"picchio.dev\")[\"cluster\"]" 2>/dev/null || { \
 	  echo ">> pip install -e .[test,operator] (the test and operator extras; minutes from an empty pip cache)"; \
 	  $(PIP) install --progress-bar off -e '.[test,operator]'; }
 
@@ -26,7 +26,7 @@ deps:
 deps-core:
 	@command -v etcd >/dev/null 2>&1 || { echo ">> installing etcd-server (Debian)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null; }
-	@$(PYTHON) -c "import logstore, logstore.cli.main, logstore.dev.cli, aetcd, boto3, grpc, isal, yaml; import importlib.metadata as m; m.version(\"picchio\")" 2>/dev/null || { \
+	@$(PYTHON) -c "import logstore, logstore.cli.main, logstore.dev.cli, aetcd, boto3, grpc, isal, inotify_simple, yaml; import importlib.metadata as m; m.version(\"picchio\")" 2>/dev/null || { \
 	  echo ">> pip install -e ."; $(PIP) install -q -e .; }
 
 -include e2e/cluster/components.mk

@@ -56,6 +56,9 @@ class Client:
 
     async def close(self) -> None:
         self._open = False
+        for hub in self._hubs.values():  # readers left open: their tail pushes end with the client
+            if hub.push is not None:
+                await hub.push.stop()
         await self.backend.close()
         await self.meta.close()
 

@@ -106,6 +106,21 @@ SETTINGS: tuple[Setting, ...] = (
       "how often a reader at the tail of another process's segment looks at storage", unit="ms", minimum=0.001),
     X(_C + "reader.metaPollInterval", "duration", 1.0,
       "how often a reader at the tail reads segment metadata from etcd", unit="ms", minimum=0.05),
+    X(_C + "tailPush.enabled", "bool", True,
+      "wake readers at another process's tail at once (local: inotify; minio/service: an etcd watch of "
+      "{prefix}/tail/{logId}, bumped by the writer) instead of at their next storagePollInterval, which stays "
+      "as the fallback"),
+    X(_C + "tailPush.etcdNotify", "bool", False,
+      "minio/service writers bump {prefix}/tail/{logId} in etcd so that watching readers wake at once; off by "
+      "default: one etcd write per acknowledged block (up to 1/minInterval per second) for every busy log grows "
+      "etcd's write load with the number of logs"),
+    X(_C + "tailPush.minInterval", "duration", 0.005,
+      "minio/service: a writer bumps its log's tail key in etcd at most this often (coalesced, never on an "
+      "append's path)", unit="ms", minimum=0.0),
+    X(_C + "tailPush.pollInterval", "duration", 0.02,
+      "how often a reader still looks at storage while its push is live (a safety net for writers that do not "
+      "notify: Woodpecker's, or ones without etcdNotify); never more often than reader.storagePollInterval",
+      unit="ms", minimum=0.001),
     X(_C + "producerExpiry", "duration", 604800.0,
       "idempotent producers idle this long are forgotten (their retries are no longer recognised)",
       unit="s", minimum=1.0),

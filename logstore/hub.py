@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 _MAX_BLOCKS = 256
 _MAX_BYTES = 64 << 20
@@ -37,6 +38,7 @@ class TailHub:
         self.readers = 0  # readers of this log open in this process
         self.completed: dict[int, int] = {}  # segment id → last entry id, as completed by a local writer
         self._changed: asyncio.Future | None = None
+        self.push: Any = None  # tailpush.TailPush, made by the first reader that waits on storage
 
     def _bump(self) -> None:
         self.version += 1
@@ -50,6 +52,11 @@ class TailHub:
             self.nbytes += block.nbytes
             while len(self.blocks) > _MAX_BLOCKS or self.nbytes > _MAX_BYTES:
                 self.nbytes -= self.blocks.popleft().nbytes
+        self._bump()
+
+    def poke(self) -> None:
+        """Wake waiting readers with nothing published: a push (tailpush.py) saw
+        another process append, and they should read storage now."""
         self._bump()
 
     def segment_completed(self, segment_id: int, last_entry_id: int) -> None:

@@ -4,7 +4,9 @@ Position = (segment, next entry).  Entries come from the in-process tail hub
 when a writer of this log lives in the same process (woken at once), else from
 storage.  At the tail of another process's segment the reader looks at storage
 every ``reader.storagePollInterval`` (a file stat or one object GET — never
-etcd) and reads segment metadata at most every ``reader.metaPollInterval``.
+etcd) and reads segment metadata at most every ``reader.metaPollInterval``;
+with ``tailPush.enabled`` a push (tailpush.py: inotify, or an etcd watch)
+wakes it as soon as the writer appends, the poll staying as the fallback.
 Damaged bytes raise :class:`CorruptionError`; they never read as end-of-log.
 """
 from __future__ import annotations
@@ -45,8 +47,12 @@ class LogReader:
         self._closed = False
         self._hub_seen = -1
         self._registered = False
+        self._push: Any = None  # tailpush.TailPush once this reader waited on storage
+        self._push_hint = -1  # the writer's newest segment that made us re-read metadata
         cfg = handle.config
         self._poll = cfg["woodpecker.client.reader.storagePollInterval"]
+        self._use_push = cfg["woodpecker.client.tailPush.enabled"]
+        self._push_poll = max(self._poll, cfg["woodpecker.client.tailPush.pollInterval"])
         self._meta_poll = cfg["woodpecker.client.reader.metaPollInterval"]
 
     async def _start(self) -> None:
@@ -102,11 +108,25 @@ class LogReader:
         return self._ready.popleft()
 
     async def _wait(self, remaining: float | None) -> None:
-        wait = self._poll if remaining is None else min(self._poll, remaining)
-        if self._h.hub.writers:
-            # a writer of this log lives here: it wakes us the moment it acknowledges
-            wait = 1.0 if remaining is None else min(1.0, remaining)
-        await self._h.hub.wait(self._hub_seen, wait)
+        hub = self._h.hub
+        if hub.writers:
+            wait = 1.0  # a writer of this log lives here: it wakes us the moment it acknowledges
+        elif self._use_push and self._pushed().live(self._seg):
+            wait = self._push_poll  # a push wakes us: the poll is only the safety net now
+        else:
+            wait = self._poll
+        await hub.wait(self._hub_seen, wait if remaining is None else min(wait, remaining))
+
+    def _pushed(self) -> Any:
+        """The log's TailPush (tailpush.py), armed for the segment we wait in."""
+        if self._push is None:
+            from .tailpush import TailPush
+            if self._h.hub.push is None:
+                self._h.hub.push = TailPush(self._h)
+            self._push = self._h.hub.push
+            self._push.attach()
+        self._push.waiting(self._seg)
+        return self._push
 
     async def _fill(self) -> bool:
         """Try to make progress: fill ``_ready`` or move to the next segment.
@@ -126,7 +146,7 @@ class LogReader:
             return True
         meta = self._segs.get(self._seg)
         if meta is None and h.backend.kind == "service":
-            await self._maybe_refresh(force=False)  # its LogStores are only known from metadata
+            await self._maybe_refresh(force=self._hinted())  # its LogStores are only known from metadata
             meta = self._segs.get(self._seg)
             if meta is None:
                 return False
@@ -157,7 +177,21 @@ class LogReader:
             self._move_to(self._seg + 1, 0)
             await self._maybe_refresh(force=False)
             return True
+        if self._hinted():
+            await self._refresh_meta()
+            return True  # look again, with the segment's new state
         await self._maybe_refresh(force=False)
+        return False
+
+    def _hinted(self) -> bool:
+        """True once per segment a writer announced through the tail push that
+        metadata has not shown us yet: service-mode readers learn of a new (or
+        completed) segment only from metadata, so read it now rather than at
+        the next ``metaPollInterval``."""
+        hint = self._push.hint_segment if self._push is not None else -1
+        if hint > self._push_hint and hint >= self._seg and hint not in self._segs:
+            self._push_hint = hint
+            return True
         return False
 
     async def _collected_meanwhile(self) -> bool:
@@ -195,14 +229,23 @@ class LogReader:
             await self._refresh_meta()
 
     async def close(self) -> None:
+        """Close; the last reader of the log in this client stops its push (watch, inotify)."""
         self._closed = True
         if self._registered:
             self._registered = False
             self._h.hub.reader_closed()
+        push, self._push = self._push, None
+        if push is not None:
+            await push.detach()
 
     def __del__(self) -> None:
         if getattr(self, "_registered", False):
             self._h.hub.reader_closed()
+        push = getattr(self, "_push", None)
+        if push is not None:
+            push.users -= 1
+            if push.users <= 0:
+                push.abandon()
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self

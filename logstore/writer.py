@@ -29,6 +29,7 @@ from .producer import ProducerTable, SegmentProducers, Sequencer, check_reserved
 from .producer import PID as _PID, SEQ as _SEQ
 from .proto import QuorumInfo, SegmentMetadata, SegmentState
 from .storage import BlockRef, SegmentWriter
+from .tailpush import TailNotifier
 
 if TYPE_CHECKING:
     from .log import LogHandle
@@ -133,6 +134,12 @@ class LogWriter:
         self._meta_poll = cfg["woodpecker.client.reader.metaPollInterval"]
         # service mode must compact: it is how segments reach object storage
         self._compact = kind == "service" or (kind == "minio" and cfg["woodpecker.logstore.segmentCompactionPolicy.enabled"])
+        # readers in other processes: bump the log's tail key in etcd (local readers use inotify)
+        self._notifier: TailNotifier | None = None
+        if kind in ("minio", "service") and cfg["woodpecker.client.tailPush.enabled"] \
+                and cfg["woodpecker.client.tailPush.etcdNotify"]:
+            self._notifier = TailNotifier(handle.meta, handle.log_id, cfg["woodpecker.client.tailPush.minInterval"],
+                                          cfg["etcd.requestTimeout"])
 
         self._seg: _Segment | None = None
         self._open: _Batch | None = None
@@ -250,6 +257,10 @@ class LogWriter:
         created = await h.meta.get_segment(h.name, seg_id)
         assert created is not None
         store = await h.backend.create_segment(h.log_id, seg_id, quorum=quorum)
+        if self._notifier is not None and h.backend.kind == "service":
+            # entries are readable on the LogStores only once the LAC reached them
+            notify = self._notifier.notify
+            store.on_visible = lambda lac: notify(seg_id, lac)
         return _Segment(seg_id, store, created.mod_revision, quorum)
 
     def _pruned_producers(self) -> ProducerTable:
@@ -592,6 +603,8 @@ class LogWriter:
             self._release(batch)
             self._h.hub.publish(PublishedBlock(seg.id, header.first_entry_id, tuple(batch.entries),
                                                batch.builder.payload_bytes))
+            if self._notifier is not None and seg.store.on_visible is None:
+                self._notifier.notify(seg.id, ref.last_entry_id)
             self._acked.set()
 
     def _release(self, batch: _Batch) -> None:
@@ -662,6 +675,8 @@ class LogWriter:
                 raise WriterFencedError(f"log {h.name!r}: segment {seg.id} was completed by another writer") from None
             seg.completed = True
         h.hub.segment_completed(seg.id, seg.lac)
+        if self._notifier is not None:  # readers at its end move on to the next segment now
+            self._notifier.notify(seg.id, seg.lac)
         if self._compact:
             self._spawn(h.compact_segment(seg.id))
 
@@ -685,6 +700,8 @@ class LogWriter:
                 await self._seg.store.close()
             if self._background:
                 await asyncio.gather(*self._background, return_exceptions=True)
+            if self._notifier is not None:
+                await self._notifier.close()
         except OSError as e:  # (backends raise typed errors; this is the last guard)
             raise StorageError(f"log {self._h.name!r}: closing the writer failed: {e}") from e
         finally:

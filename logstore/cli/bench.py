@@ -13,7 +13,8 @@ limit of the same hardware measured in the same run, printed as JSON.
 Raw and picchio run in alternating slices so that the drift of a noisy machine
 hits both sides alike.
 - ``bench tail``: how long after its ack an entry reaches a reader in the same
-  process and in another process.
+  process and in another process (woken by the tail push unless ``--no-push``),
+  and how many etcd puts per second the writer's tail notifications added.
 - ``bench gc``: ``collect_garbage`` over many logs vs raw S3 batch deletes
   (see ``bench_gc``).
 
@@ -53,6 +54,8 @@ def add_bench_parser(sub: Any) -> None:
     t.add_argument("--backend", choices=["local", "minio", "service"], default="local")
     t.add_argument("--entries", type=int, default=200)
     t.add_argument("--interval", type=float, default=0.01, help="seconds between appends")
+    t.add_argument("--no-push", action="store_true",
+                   help="woodpecker.client.tailPush.enabled=false: the other process only polls (the old way)")
     t.add_argument("--dir")
     add_gc_parser(bsub)
 
@@ -242,6 +245,8 @@ async def _append_rounds(args: argparse.Namespace, cfg: Config, size: int) -> di
             raws.append(await _raw_slice(args, cfg, size, slice_s, prog))
             n, t = await _ours_slice(w, payload, args.concurrency, slice_s, lat, prog)
             ours_n, ours_t = ours_n + n, ours_t + t
+        notifier = getattr(w, "_notifier", None)
+        tail_puts = notifier.puts if notifier is not None else 0
         await w.close()
         await c.delete_log(log.name)
     prog.done()
@@ -249,7 +254,8 @@ async def _append_rounds(args: argparse.Namespace, cfg: Config, size: int) -> di
     raw_bytes, raw_t = sum(r["bytes"] for r in raws), sum(r["seconds"] for r in raws)
     ms = lambda xs, p: round(_pct(xs, p) * 1e3, 3)  # noqa: E731
     ours = {"entries": ours_n, "seconds": round(ours_t, 3), "mb_per_s": round(ours_n * size / ours_t / 1e6, 1),
-            "entries_per_s": round(ours_n / ours_t, 1), "ack_p50_ms": ms(lat, 50), "ack_p99_ms": ms(lat, 99)}
+            "entries_per_s": round(ours_n / ours_t, 1), "ack_p50_ms": ms(lat, 50), "ack_p99_ms": ms(lat, 99),
+            "etcd_tail_puts_per_s": round(tail_puts / ours_t, 1)}
     raw = {"what": raws[0]["what"], "mb_per_s": round(raw_bytes / raw_t / 1e6, 1),
            "mb_per_s_by_slice": [round(r["bytes"] / r["seconds"] / 1e6, 1) for r in raws],
            "op_p50_ms": ms(raw_lat, 50), "op_p99_ms": ms(raw_lat, 99)}
@@ -264,6 +270,35 @@ def _bench_append(args: argparse.Namespace) -> dict[str, Any]:
         if args.block_size:
             cfg = cfg.with_values({"woodpecker.logstore.segmentSyncPolicy.maxFlushSize": args.block_size})
         return asyncio.run(_append_rounds(args, cfg, size))
+
+
+async def _tail_floor(c: Client, cfg: Config) -> dict[str, Any]:
+    """The raw limit of a push-woken reader in another process, same run: one
+    etcd put (the writer's bump; its watch event arrives about as fast) and,
+    for MinIO, one GET of a small object (the reader's read of the block)."""
+    ms = lambda xs: round(_pct(xs, 50) * 1e3, 3)  # noqa: E731
+    key = (c.meta.keys.prefix + "/bench-raw-put").encode()
+    puts: list[float] = []
+    for i in range(50):
+        s = time.perf_counter()
+        await c.meta.client.put(key, b"%d" % i)
+        puts.append(time.perf_counter() - s)
+    await c.meta.client.delete(key)
+    out: dict[str, Any] = {"etcd_put_p50_ms": ms(puts)}
+    if cfg.storage_type == "minio":
+        from ..storage.s3 import S3
+        s3 = S3(cfg, pool_size=2)
+        obj = f"{cfg['minio.rootPath']}/bench-raw-get.blk"
+        await s3.put(obj, os.urandom(4096))
+        gets: list[float] = []
+        for _ in range(50):
+            s = time.perf_counter()
+            await s3.get(obj)
+            gets.append(time.perf_counter() - s)
+        await s3.delete_many([obj])
+        await s3.close()
+        out["s3_get_4KiB_p50_ms"] = ms(gets)
+    return out
 
 
 async def _bench_tail(cfg: Config, entries: int, interval: float, cfg_path: Path) -> dict[str, Any]:
@@ -296,6 +331,8 @@ async def _bench_tail(cfg: Config, entries: int, interval: float, cfg_path: Path
                 break
         same: list[float] = []
         other: list[float] = []
+        notifier = getattr(w, "_notifier", None)
+        puts0, t0 = (notifier.puts if notifier else 0), time.monotonic()
         for i in range(entries):
             payload = b"t%d" % i
             mid = await w.append(payload)
@@ -309,15 +346,21 @@ async def _bench_tail(cfg: Config, entries: int, interval: float, cfg_path: Path
                     other.append(time.perf_counter() - acked)
                     break
             await asyncio.sleep(interval)
+        elapsed = time.monotonic() - t0
+        puts_per_s = ((notifier.puts if notifier else 0) - puts0) / elapsed
         child.kill()
         await child.wait()
         await w.close()
         await c.delete_log(name)
+        floor = await _tail_floor(c, cfg) if cfg.storage_type != "local" else {}
     ms = lambda xs, p: round(_pct(xs, p) * 1e3, 3)  # noqa: E731
     return {"same_process_p50_ms": ms(same, 50), "same_process_p99_ms": ms(same, 99),
             "other_process_p50_ms": ms(other, 50), "other_process_p99_ms": ms(other, 99),
             "other_process_max_ms": round(max(other) * 1e3, 3), "entries": entries,
-            "other_process_etcd_reads_per_s": 1 / cfg["woodpecker.client.reader.metaPollInterval"]}
+            "appends_per_s": round(entries / elapsed, 1),
+            "push": cfg["woodpecker.client.tailPush.enabled"],
+            "other_process_etcd_reads_per_s": 1 / cfg["woodpecker.client.reader.metaPollInterval"],
+            "writer_etcd_tail_puts_per_s": round(puts_per_s, 1), "raw_same_run": floor}
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -328,6 +371,8 @@ def run_bench(args: argparse.Namespace) -> int:
             out = (bench_gc if args.bench == "gc" else bench_orphans)(args, cfg)
     else:
         with _components(args, args.backend) as cfg:
+            cfg = cfg.with_values({"woodpecker.client.tailPush.enabled": not args.no_push,
+                                   "woodpecker.client.tailPush.etcdNotify": not args.no_push})
             with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
                 import yaml
                 yaml.safe_dump(cfg.to_dict(nested=True), f)

@@ -44,6 +44,10 @@ class Keys:
     def segment(self, name: str, seg_id: int) -> bytes:
         return self._k("logs", name, "segments", seg_id)
 
+    def tail(self, log_id: int) -> bytes:
+        """picchio's own: bumped by writers so readers elsewhere wake (tailpush.py)."""
+        return self._k("tail", log_id)
+
     def readers_prefix(self, log_id: int) -> bytes:
         return self._k("readers", log_id, "")
 

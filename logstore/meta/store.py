@@ -189,6 +189,7 @@ class MetaStore:
             tx.delete(k.log(name)), tx.delete(k.lock(name)),
             _delete_prefix(tx, k.segments_prefix(name)), _delete_prefix(tx, k.readers_prefix(log_id)),
             _delete_prefix(tx, k.cleaning_prefix(log_id)), _delete_prefix(tx, k.marking_prefix(log_id)),
+            tx.delete(k.tail(log_id)),
         ])
         if not ok:
             raise ConcurrentUpdateError(f"log {name!r} changed while being deleted")

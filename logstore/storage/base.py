@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..codec import BlockHeader, DecodedBlock, IndexRecord
 from ..proto import QuorumInfo
@@ -49,6 +49,11 @@ class ScanResult:
 
 class SegmentWriter(ABC):
     """The write side of one segment, owned by exactly one LogWriter."""
+
+    #: called with a LAC once entries up to it are readable by other processes, for a
+    #: backend where that comes later than the ack (service: after the LAC push);
+    #: None: readable at the ack.  Set by the writer (tail notifications, tailpush.py).
+    on_visible: Callable[[int], None] | None = None
 
     @abstractmethod
     async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None,

@@ -47,7 +47,7 @@ from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .objects import ObjectBackend, ObjectCursor
 
 log = logging.getLogger(__name__)
-_LAC_PUSH_DELAY = 0.005
+_LAC_PUSH_DELAY = 0.0  # readers in other processes wait for the push (tailpush.py): none when idle
 _SUSPECT_FOR = 30.0  # seconds a LogStore that failed a call is left out of new ensembles (unless a probe finds it back)
 
 
@@ -251,8 +251,11 @@ class ServiceSegmentWriter(SegmentWriter):
 
     async def _push_lac(self) -> None:
         """Coalesced: at most one push in flight, each carrying the newest LAC;
-        a short pause lets a burst of acks share one round of RPCs.  Each round
-        is bounded by the request timeout."""
+        yielding once lets the acks of one burst share a round of RPCs.  Each
+        round is bounded by the request timeout.  ``on_visible`` (readers in
+        other processes, tailpush.py) fires after the whole round: firing at the
+        first reply measured no faster — the writer's loop still serves the
+        other replies — and readers then often asked a lagging replica first."""
         await asyncio.sleep(_LAC_PUSH_DELAY)
         while self._lac_sent < self._lac:
             lac = self._lac
@@ -261,6 +264,8 @@ class ServiceSegmentWriter(SegmentWriter):
                                                        self.q.instance_of(n))
                                    for n in self._targets()), return_exceptions=True)
             self._lac_sent = lac
+            if self.on_visible is not None:
+                self.on_visible(lac)
 
     async def finalize(self, blocks: list[BlockRef], lac: int) -> int:
         """CompleteSegment(lac) on every replica, all within one request timeout;
