@@ -31,10 +31,12 @@ N = 12
 
 
 def _cluster_for(cfg: Config, root: str) -> dict:
-    """A service-mode WoodpeckerCluster on the test's etcd keyspace and MinIO."""
+    """A service-mode WoodpeckerCluster on the test's etcd keyspace and MinIO,
+    with ``spec.tls.enabled: false`` as the README tells Milvus users: Woodpecker's
+    client (Milvus's) presents no client certificate to the LogStores."""
     return {"apiVersion": "picchio.dev/v1alpha1", "kind": "WoodpeckerCluster",
             "metadata": {"name": "wal", "namespace": "team-a", "uid": "u", "generation": 1},
-            "spec": {"mode": "service", "replicas": 3,
+            "spec": {"mode": "service", "replicas": 3, "tls": {"enabled": False},
                      "etcd": {"endpoints": list(cfg["etcd.endpoints"]), "rootPath": cfg["etcd.rootPath"]},
                      "storage": {"type": "minio", "bucket": cfg["minio.bucketName"], "rootPath": root,
                                  "endpoint": f"http://{cfg['minio.address']}:{cfg['minio.port']}",
