@@ -16,7 +16,7 @@ deps:
 	@# seconds; building cmd/promtool from its Go module would cost minutes of the CI budget on 2 cores
 	@command -v promtool >/dev/null 2>&1 || { echo ">> installing prometheus (Debian, for promtool)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
-	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, grpc, isal, inotify_simple, rich, moto, mfusepy, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography; import importlib.metadata as m; m.version(\"picchio\"); m.entry_points(group=\"picchio.dev\")[\"cluster\"]" 2>/dev/null || { \
+	@$(PYTHON) -c "import logstore, picchio_harness, aetcd, boto3, obstore, grpc, isal, inotify_simple, rich, moto, mfusepy, pytest_asyncio, hypothesis, kopf, kubernetes, cryptography, matplotlib; import importlib.metadata as m; m.version(\"picchio\"); m.entry_points(group=\"picchio.dev\")[\"cluster\"]" 2>/dev/null || { \
 	  echo ">> pip install -e .[test,operator] (the test and operator extras; minutes from an empty pip cache)"; \
 	  $(PIP) install --progress-bar off -e '.[test,operator]'; }
 
@@ -88,3 +88,18 @@ test-interop: deps
 bench-compare: deps
 	$(MAKE) --no-print-directory components ONLY=interop
 	$(PYTHON) -m picchio_harness.bench_compare
+
+# picchio, the real Woodpecker v0.1.35 and Apache Kafka 4.x side by side (issue 12): JSON on stdout and a
+# PNG chart.  Kafka's jars come from Maven Central (mvn, cached in ~/.cache/picchio/kafka-<version>; needs
+# java, javac, mvn); never part of `make test`.  The defaults (3 rounds × 4 s per system and workload, 300
+# tail entries): ≈ 14 min here; the long run: BENCH_ARGS="--seconds 10 --rounds 5 --tail-entries 1000"
+# (≈ 35 min); a smoke run: BENCH_ARGS="--seconds 1 --rounds 2 --tail-entries 40" (≈ 8 min, mostly start-up).
+PLOT ?= bench-peers.png
+BENCH_ARGS ?=
+.PHONY: bench-peers
+bench-peers: deps
+	@$(MAKE) --no-print-directory components ONLY=interop >&2  # stdout: the JSON only
+	@$(PYTHON) -c "import matplotlib" 2>/dev/null || { echo ">> pip install -e .[bench] (matplotlib, for the chart)" >&2; \
+	  $(PIP) install --progress-bar off -q -e '.[bench]' >&2; }
+	@echo ">> $(PYTHON) -m picchio_harness.bench_peers --plot $(PLOT) $(BENCH_ARGS)" >&2
+	@$(PYTHON) -m picchio_harness.bench_peers --plot $(PLOT) $(BENCH_ARGS)

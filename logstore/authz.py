@@ -11,8 +11,9 @@ relies on it):
   compaction, truncation and deletion all run in the writing client, so it
   needs every RPC the client uses, the destructive ones included;
 - ``reader`` — read-only consumers: only the RPCs a reader sends (entries,
-  LAC, block count).  ``SelectNodes`` is left out: readers never call it
-  (they learn replicas from segment metadata), writers pick ensembles.
+  LAC, block count, the tail subscription ``SubscribeEntries``).  ``SelectNodes``
+  is left out: readers never call it (they learn replicas from segment
+  metadata), writers pick ensembles.
 
 An RPC missing from the table, a role not listed, or a certificate without a
 ``role:`` CN is refused (deny by default).  Pure data and functions: the
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 ROLES = ("admin", "writer", "reader")
 
-_READ = frozenset({"GetBatchEntriesAdv", "GetSegmentLastAddConfirmed", "GetSegmentBlockCount"})
+_READ = frozenset({"GetBatchEntriesAdv", "GetSegmentLastAddConfirmed", "GetSegmentBlockCount",
+                   "SubscribeEntries"})
 _WRITE = _READ | frozenset({"AddEntries", "AddEntry", "FenceSegment", "CompleteSegment", "UpdateLastAddConfirmed",
                             "CompactSegment", "NotifySegmentCompacted", "CleanSegment", "MarkLogDeleted",
                             "MarkInstanceDeleted", "SelectNodes"})

@@ -35,6 +35,7 @@ class Client:
         self.meta = MetaStore(self.config)
         self.backend: Backend = open_backend(self.config, self.meta)
         self._hubs: dict[int, TailHub] = {}
+        self._writer_watch = None  # writer.WriterWatch: made by the first writer
         self._open = False
 
     async def __aenter__(self) -> "Client":
@@ -56,6 +57,8 @@ class Client:
 
     async def close(self) -> None:
         self._open = False
+        if self._writer_watch is not None:
+            await self._writer_watch.stop()
         for hub in self._hubs.values():  # readers left open: their tail pushes end with the client
             if hub.push is not None:
                 await hub.push.stop()

@@ -280,6 +280,18 @@ class DecodedBlock:
     header: BlockHeader
     records: list[memoryview]  # LogMessageLayout bytes of each entry, in id order
     end: int  # offset just past the block in the buffer it was decoded from
+    # the block's data records as framed in that buffer (CRC-checked, each one): compaction
+    # concatenates these instead of re-framing every record (None: re-frame from ``records``)
+    data: memoryview | None = None
+
+    def framed(self, count: int | None = None) -> memoryview | None:
+        """The data records of the first ``count`` entries (all by default) as
+        framed in the buffer, or None when the block was not decoded from one."""
+        if self.data is None:
+            return None
+        if count is None or count >= len(self.records):
+            return self.data
+        return self.data[:sum(RECORD_HEADER_SIZE + len(r) for r in self.records[:count])]
 
 
 def decode_block(buf: bytes | memoryview, off: int = 0) -> DecodedBlock | None:
@@ -312,7 +324,7 @@ def decode_block(buf: bytes | memoryview, off: int = 0) -> DecodedBlock | None:
         i = r[2]
     if len(records) != hdr.entry_count:
         raise CorruptionError(f"block {hdr.block_number}: header says {hdr.entry_count} entries, found {len(records)}")
-    return DecodedBlock(hdr, records, end)
+    return DecodedBlock(hdr, records, end, data)
 
 
 def split_header(buf: bytes | memoryview) -> tuple[HeaderRecord, int]:
@@ -324,12 +336,27 @@ def split_header(buf: bytes | memoryview) -> tuple[HeaderRecord, int]:
 def merge_blocks(blocks: list[DecodedBlock], block_number: int, with_header: bool) -> bytes:
     """Compaction: one merged ``m_k.blk`` from consecutive blocks (their data
     records concatenated under a fresh block header; the compacted segment
-    header only on ``m_0``)."""
-    data = b"".join(bytes(rec_bytes) for b in blocks for rec_bytes in _raw_records(b))
+    header only on ``m_0``).
+
+    A block decoded from a buffer (``DecodedBlock.data``) contributes its data
+    records as they were framed there — the same bytes re-framing would give,
+    every record's CRC already checked by ``decode_block`` — so the merged
+    object is one join: re-framing copied each payload three more times and
+    CRC'd it once more (the LogStore compacts every byte it stages, on the same
+    cores that take the appends; at 1 MiB × 16 that merge was 11% of a
+    LogStore's samples, the largest item after idle waits)."""
+    parts: list = []
+    crc = length = 0
+    for b in blocks:
+        framed = b.framed(len(b.records))
+        for piece in ([framed] if framed is not None else _raw_records(b)):
+            crc = crc32(piece, crc)
+            length += len(piece)
+            parts.append(piece)
     first, last = blocks[0].header.first_entry_id, blocks[-1].header.last_entry_id
-    hdr = BlockHeader(block_number, first, last, len(data), crc32(data))
+    hdr = BlockHeader(block_number, first, last, length, crc)
     head = HeaderRecord(first, FLAG_COMPACTED).encode() if with_header else b""
-    return head + hdr.encode() + data
+    return b"".join([head, hdr.encode(), *parts])
 
 
 def _raw_records(b: DecodedBlock) -> list[bytes]:

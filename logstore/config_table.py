@@ -121,6 +121,13 @@ SETTINGS: tuple[Setting, ...] = (
       "how often a reader still looks at storage while its push is live (a safety net for writers that do not "
       "notify: Woodpecker's, or ones without etcdNotify); never more often than reader.storagePollInterval",
       unit="ms", minimum=0.001),
+    X(_C + "tailSubscribe.enabled", "bool", True,
+      "service mode: a reader waiting at an active segment's tail subscribes to the LogStores of its ensemble "
+      "(SubscribeEntries), which stream the entries as the LAC moves; the poll (and tailPush) stays as the "
+      "fallback for a stream that breaks or a LogStore without the RPC"),
+    X(_C + "tailSubscribe.streamTimeout", "duration", 60.0,
+      "service mode: the deadline of one subscription stream; a stream that reaches it is opened again from "
+      "where it stopped", unit="s", minimum=1.0),
     X(_C + "producerExpiry", "duration", 604800.0,
       "idempotent producers idle this long are forgotten (their retries are no longer recognised)",
       unit="s", minimum=1.0),

@@ -49,6 +49,7 @@ class LogReader:
         self._registered = False
         self._push: Any = None  # tailpush.TailPush once this reader waited on storage
         self._push_hint = -1  # the writer's newest segment that made us re-read metadata
+        self._sub: Any = None  # tailsub.TailSubscription: service mode, entries streamed by the LogStores
         cfg = handle.config
         self._poll = cfg["woodpecker.client.reader.storagePollInterval"]
         self._use_push = cfg["woodpecker.client.tailPush.enabled"]
@@ -111,10 +112,12 @@ class LogReader:
         hub = self._h.hub
         if hub.writers:
             wait = 1.0  # a writer of this log lives here: it wakes us the moment it acknowledges
-        elif self._use_push and self._pushed().live(self._seg):
-            wait = self._push_poll  # a push wakes us: the poll is only the safety net now
         else:
-            wait = self._poll
+            from .tailsub import ensure  # service mode: LogStores stream entries as the LAC moves
+            self._sub = ensure(self._sub, self._h, self._seg, self._entry, self._segs.get(self._seg))
+            pushed = self._use_push and self._pushed().live(self._seg)
+            # a push or a stream wakes us: the poll is only the safety net now
+            wait = self._push_poll if pushed or (self._sub is not None and self._sub.live) else self._poll
         await hub.wait(self._hub_seen, wait if remaining is None else min(wait, remaining))
 
     def _pushed(self) -> Any:
@@ -140,6 +143,12 @@ class LogReader:
                 self._ready.append(Message(MessageId(self._seg, b.first_entry_id + k), payload, dict(props)))
             self._entry = b.last_entry_id + 1
             return True
+        got = self._sub.take(self._seg, self._entry) if self._sub is not None else None
+        if got:  # streamed by a LogStore (tailsub.py): entries ≤ the LAC, from our position on
+            from .tailsub import cursor_at
+            self._ready.extend([Message(MessageId(self._seg, eid), *decode_layout(raw)) for eid, raw in got])
+            self._entry, self._cursor = got[-1][0] + 1, cursor_at(self._cursor, got[-1][0] + 1)
+            return True
         if self._seg not in self._segs and any(s > self._seg for s in self._segs):
             # collected below the watermark, or never existed: go to the next one
             self._move_to(min(s for s in self._segs if s > self._seg), 0)
@@ -151,9 +160,12 @@ class LogReader:
             if meta is None:
                 return False
         sealed = meta.last_entry_id if meta is not None and meta.state != SegmentState.ACTIVE else None
+        # a live stream brings what a scan would find: storage is looked at only at the poll's pace
+        streamed = sealed is None and self._sub is not None and self._sub.streaming(self._seg, self._push_poll)
         try:
-            res = await h.backend.scan(h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES,
-                                       quorum=meta.quorum if meta else None, sealed_last=sealed)
+            res = self._sub.nothing(self._cursor) if streamed else await h.backend.scan(
+                h.log_id, self._seg, self._cursor or self._new_cursor(), _BATCH_BYTES,
+                quorum=meta.quorum if meta else None, sealed_last=sealed)
         except CorruptionError:
             if await self._collected_meanwhile():
                 return True
@@ -237,10 +249,16 @@ class LogReader:
         push, self._push = self._push, None
         if push is not None:
             await push.detach()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.aclose()
 
     def __del__(self) -> None:
         if getattr(self, "_registered", False):
             self._h.hub.reader_closed()
+        sub = getattr(self, "_sub", None)
+        if sub is not None:
+            sub.close()
         push = getattr(self, "_push", None)
         if push is not None:
             push.users -= 1

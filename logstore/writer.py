@@ -157,7 +157,6 @@ class LogWriter:
         self._flusher: asyncio.Task | None = None
         self._acker: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
-        self._watcher: asyncio.Task | None = None
         # service mode: the active segment's ensemble names a LogStore being decommissioned
         # (decommission.py) — an idle writer seals it and moves on, rather than keep it there
         self._roll_off = False
@@ -198,39 +197,35 @@ class LogWriter:
         h.hub.writers += 1
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"picchio-flush-{h.name}")
         self._acker = asyncio.create_task(self._ack_loop(), name=f"picchio-ack-{h.name}")
-        self._watcher = asyncio.create_task(self._watch_deleted(), name=f"picchio-watch-{h.name}")
+        writer_watch(h.client).add(self)
 
-    async def _watch_deleted(self) -> None:
-        """A log deleted by another client stops this writer (LogNotFoundError)
-        within ``reader.metaPollInterval``; local and service segments are also
-        fenced by the deletion, so their next block fails at once."""
-        h = self._h
-        while not (self._closing or self._closed or self._error is not None):
-            await asyncio.sleep(self._meta_poll)
-            try:
-                gone = await h.meta.get_log(h.name) is None
-            except LogstoreError:
-                continue  # etcd unreachable says nothing about deletion; appends report their own errors
-            if gone:
-                self._fail(LogNotFoundError(f"log {h.name!r} was deleted; this writer can no longer append"))
-                return
-            await self._check_leaving()
+    @property
+    def _watched(self) -> bool:
+        return not (self._closing or self._closed or self._error is not None)
 
-    async def _check_leaving(self) -> None:
+    def _deleted(self) -> None:
+        """The log is gone (WriterWatch): stop.  Local and service segments are
+        also fenced by the deletion, so their next block fails at once."""
+        self._fail(LogNotFoundError(f"log {self._h.name!r} was deleted; this writer can no longer append"))
+
+    @property
+    def _may_leave(self) -> bool:
+        seg = self._seg
+        return not (self._h.backend.kind != "service" or seg is None or seg.quorum is None or self._roll_off
+                    or seg.completed)
+
+    def _check_leaving(self, marked: set[str]) -> None:
         """Ask the flush loop to seal the active segment when its ensemble
-        names a LogStore being decommissioned.  A writer that appends finds out
+        names a LogStore being decommissioned (``marked``: read once per poll
+        by WriterWatch for all writers).  A writer that appends finds out
         sooner (that LogStore refuses the block, the segment is degraded and
         rolls); this is for one that is idle, which would otherwise keep the
         LogStore's copy outside object storage indefinitely."""
-        seg = self._seg
-        if self._h.backend.kind != "service" or seg is None or seg.quorum is None or self._roll_off or seg.completed:
+        if not self._may_leave:
             return
-        nodes = seg.quorum.nodes
-        from .decommission import marked
-        try:
-            leaving = set(await marked(self._h.meta)).intersection(nodes)
-        except LogstoreError:
-            return  # etcd unreachable: the next poll tries again
+        seg = self._seg
+        assert seg is not None and seg.quorum is not None
+        leaving = marked.intersection(seg.quorum.nodes)
         if leaving:
             log.info("log %r: segment %d is on %s, being decommissioned: sealing it", self._h.name, seg.id,
                      ", ".join(sorted(leaving)))
@@ -687,8 +682,7 @@ class LogWriter:
             return
         self._closing = True
         self._wake.set()
-        if self._watcher is not None:
-            self._watcher.cancel()
+        writer_watch(self._h.client).discard(self)
         try:
             if self._flusher is not None:
                 await self._flusher
@@ -718,6 +712,81 @@ class LogWriter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class WriterWatch:
+    """The open writers of one client, polled together: every
+    ``reader.metaPollInterval`` one etcd transaction per 64 writers asks which
+    logs are gone (a log deleted by another client stops its writer with
+    LogNotFoundError within about that interval), and — service mode — one read
+    of the decommission marks serves every writer.  One task per client, not one
+    timer and one or two etcd requests a second per open writer: Milvus keeps
+    hundreds of logs open, most of them idle."""
+
+    def __init__(self, meta, interval: float) -> None:
+        self._meta, self._interval = meta, interval
+        self._writers: set[LogWriter] = set()
+        self._known: dict[str, tuple[int, int]] = {}  # name → (mod revision, log id): decoded once
+        self._task: asyncio.Task | None = None
+        self.polls = 0  # rounds that checked at least one writer (tests)
+
+    def add(self, w: LogWriter) -> None:
+        self._writers.add(w)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="picchio-writer-watch")
+
+    def discard(self, w: LogWriter) -> None:
+        self._writers.discard(w)
+
+    async def stop(self) -> None:
+        t, self._task = self._task, None
+        if t is not None and not t.done():
+            t.cancel()
+            await asyncio.gather(t, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._writers:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._poll()
+            except Exception as e:  # noqa: BLE001 - the watch outlives one bad round
+                log.warning("writer watch: poll failed: %r", e)
+
+    async def _poll(self) -> None:
+        ws = [w for w in self._writers if w._watched]
+        self._writers.intersection_update(ws)  # failed writers not yet closed: nothing left to watch
+        if not ws:
+            return
+        self.polls += 1
+        try:
+            names = {w._h.name for w in ws}
+            for gone in self._known.keys() - names:
+                del self._known[gone]
+            ids = await self._meta.log_ids(sorted(names), self._known)
+        except LogstoreError:
+            ids = None  # etcd unreachable says nothing about deletion; appends report their own errors
+        if ids is not None:
+            for w in ws:
+                if w._watched and ids.get(w._h.name) != w._h.log_id:  # gone, or deleted and made anew
+                    self._writers.discard(w)
+                    w._deleted()
+        leaving = [w for w in ws if w._watched and w._may_leave]
+        if leaving:
+            from .decommission import marked
+            try:
+                marks = set(await marked(self._meta))
+            except LogstoreError:
+                return  # etcd unreachable: the next poll tries again
+            for w in leaving:
+                w._check_leaving(marks)
+
+
+def writer_watch(client) -> WriterWatch:
+    """The client's WriterWatch (made on first use)."""
+    w = getattr(client, "_writer_watch", None)
+    if w is None:
+        w = client._writer_watch = WriterWatch(client.meta, client.config["woodpecker.client.reader.metaPollInterval"])
+    return w
 
 
 def _retrieved(fut: asyncio.Future) -> None:

@@ -18,7 +18,9 @@ as shipped: picchio with its defaults (a flush starts when idle), Woodpecker wit
 config/woodpecker.yaml's flush timers (10 ms local, 200 ms object storage, 1 ms service mode);
 one writer, one log per side.  ratio_throughput = picchio's appends/s ÷ Woodpecker's;
 ratio_ack_p50 = Woodpecker's p50 ÷ picchio's (above 1: picchio ahead).  Needs
-`make components ONLY=interop` (etcd 3.6, MinIO, woodpecker, wpctl)."""
+`make components ONLY=interop` (etcd 3.6, MinIO, woodpecker, wpctl).  Its pieces (one slice per
+side, the summaries, the backends' settings, the LogStore sets, wpctl's config) are reused by
+``picchio_harness.bench_peers``, which adds Kafka."""
 from __future__ import annotations
 
 import argparse
@@ -40,12 +42,14 @@ from .woodpecker import Wpctl, shipped_sync, start_woodpecker_logstores, unique,
 WORKLOADS = [("1Mi x16", 1 << 20, 16), ("4Ki x1", 4096, 1)]
 
 
-def _pct(xs: list[float], p: float) -> float:
+def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, int(round(p / 100 * len(xs) + 0.5)) - 1))] if xs else float("nan")
 
 
-async def _picchio_slice(w: Any, payload: bytes, inflight: int, seconds: float, lat: list[float]) -> tuple[int, float]:
+async def picchio_slice(w: Any, payload: bytes, inflight: int, seconds: float, lat: list[float]) -> tuple[int, float]:
+    """``inflight`` appends kept in flight on picchio's writer ``w`` for ``seconds`` → (acked, elapsed);
+    each ack latency (ms) is added to ``lat``."""
     end = time.monotonic() + seconds
     n = 0
 
@@ -62,13 +66,45 @@ async def _picchio_slice(w: Any, payload: bytes, inflight: int, seconds: float, 
     return n, time.monotonic() - t0
 
 
+def woodpecker_slice(wp: Wpctl, log: str, size: int, inflight: int, seconds: float) -> dict[str, Any]:
+    """One ``wpctl bench`` run (its own 5 warm-up appends excluded) → its result line: appends,
+    seconds, errors, ack_ms_p50, ack_ms_p99."""
+    lines = wp.run("bench", "--log", log, "--size", str(size), "--inflight", str(inflight), "--seconds", str(seconds),
+                   check=False, timeout=seconds + 120)
+    b = next((d for d in lines if d.get("op") == "bench"), None)
+    if b is None:
+        raise RuntimeError(f"wpctl bench printed no result: {lines[-3:]}\n{wp.log_tail()}")
+    return b
+
+
+def summarize_picchio(rounds: list[tuple[int, float]], lat: list[float], size: int) -> dict[str, Any]:
+    """(acked, seconds) per slice and every ack latency (ms) → the figures of one side."""
+    pn, pt = sum(n for n, _ in rounds), sum(t for _, t in rounds)
+    return {"appends": pn, "seconds": round(pt, 2), "mb_per_s": round(pn * size / pt / 1e6, 1) if pt else 0.0,
+            "appends_per_s": round(pn / pt, 1) if pt else 0.0, "ack_p50_ms": round(pct(lat, 50), 3),
+            "ack_p99_ms": round(pct(lat, 99), 3),
+            "mb_per_s_by_round": [round(n * size / t / 1e6, 1) if t else 0.0 for n, t in rounds]}
+
+
+def summarize_woodpecker(slices: list[dict[str, Any]], size: int) -> dict[str, Any]:
+    """wpctl bench lines (one per slice) → the figures of one side; wpctl prints percentiles,
+    not latencies, so p50 is the median of the slices' p50s and p99 the largest slice p99."""
+    wn, wt = sum(b["appends"] for b in slices), sum(b["seconds"] for b in slices)
+    return {"appends": wn, "seconds": round(wt, 2), "errors": sum(b["errors"] for b in slices),
+            "mb_per_s": round(wn * size / wt / 1e6, 1) if wt else 0.0, "appends_per_s": round(wn / wt, 1) if wt else 0.0,
+            "ack_p50_ms": round(statistics.median(b["ack_ms_p50"] for b in slices), 3),
+            "ack_p99_ms": round(max(b["ack_ms_p99"] for b in slices), 3),
+            "mb_per_s_by_round": [round(b["appends"] * size / b["seconds"] / 1e6, 1) if b["seconds"] else 0.0
+                                  for b in slices]}
+
+
 async def _compare(cfg: Any, wp: Wpctl, size: int, inflight: int, rounds: int, seconds: float) -> dict[str, Any]:
     import logstore
 
     payload = os.urandom(size)
     p_lat: list[float] = []
-    p_rounds, w_rounds = [], []
-    w_lat50, w_lat99 = [], []
+    p_rounds: list[tuple[int, float]] = []
+    w_slices: list[dict[str, Any]] = []
     async with logstore.Client(cfg) as c:
         log = await c.create_log(unique("cmp-picchio"))
         w = await log.open_writer()
@@ -76,34 +112,34 @@ async def _compare(cfg: Any, wp: Wpctl, size: int, inflight: int, rounds: int, s
             await w.append(payload)
         wp_log = unique("cmp-woodpecker")
         for _ in range(rounds):
-            n, t = await _picchio_slice(w, payload, inflight, seconds, p_lat)
-            p_rounds.append((n, t))
-            lines = await asyncio.to_thread(wp.run, "bench", "--log", wp_log, "--size", str(size), "--inflight",
-                                            str(inflight), "--seconds", str(seconds), check=False,
-                                            timeout=seconds + 120)
-            b = next((d for d in lines if d.get("op") == "bench"), None)
-            if b is None:
-                raise RuntimeError(f"wpctl bench printed no result: {lines[-3:]}\n{wp.log_tail()}")
-            w_rounds.append((b["appends"], b["seconds"], b["errors"]))
-            w_lat50.append(b["ack_ms_p50"])
-            w_lat99.append(b["ack_ms_p99"])
+            p_rounds.append(await picchio_slice(w, payload, inflight, seconds, p_lat))
+            w_slices.append(await asyncio.to_thread(woodpecker_slice, wp, wp_log, size, inflight, seconds))
         await w.close()
-    pn, pt = sum(n for n, _ in p_rounds), sum(t for _, t in p_rounds)
-    wn, wt = sum(n for n, _, _ in w_rounds), sum(t for _, t, _ in w_rounds)
-    ours = {"appends": pn, "seconds": round(pt, 2), "mb_per_s": round(pn * size / pt / 1e6, 1),
-            "appends_per_s": round(pn / pt, 1), "ack_p50_ms": round(_pct(p_lat, 50), 3),
-            "ack_p99_ms": round(_pct(p_lat, 99), 3),
-            "mb_per_s_by_round": [round(n * size / t / 1e6, 1) for n, t in p_rounds]}
-    theirs = {"appends": wn, "seconds": round(wt, 2), "errors": sum(e for _, _, e in w_rounds),
-              "mb_per_s": round(wn * size / wt / 1e6, 1) if wt else 0.0, "appends_per_s": round(wn / wt, 1) if wt else 0.0,
-              "ack_p50_ms": round(statistics.median(w_lat50), 3), "ack_p99_ms": round(max(w_lat99), 3),
-              "mb_per_s_by_round": [round(n * size / t / 1e6, 1) if t else 0.0 for n, t, _ in w_rounds]}
+    ours, theirs = summarize_picchio(p_rounds, p_lat, size), summarize_woodpecker(w_slices, size)
     return {"picchio": ours, "woodpecker": theirs,
-            "ratio_throughput": round((pn / pt) / (wn / wt), 2) if wn and wt else None,
+            "ratio_throughput": round(ours["appends_per_s"] / theirs["appends_per_s"], 2)
+            if theirs["appends_per_s"] and ours["appends_per_s"] else None,
             "ratio_ack_p50": round(theirs["ack_p50_ms"] / ours["ack_p50_ms"], 2) if ours["ack_p50_ms"] else None}
 
 
-def _start_logstores(cfg: Any, woodpecker: str, workdir: Path, started: list[Any]) -> list[str]:
+def backend_settings(backend: str, workdir: Path, etcd_endpoint: str, started: list[Any]) -> dict[str, Any]:
+    """The Config keys (flat) of ``backend`` on this run's etcd, under ``workdir``; for minio and
+    service the run's MinIO (started on first use, added to ``started``)."""
+    d: dict[str, Any] = {"etcd.endpoints": [etcd_endpoint], "woodpecker.storage.type": backend,
+                         "woodpecker.storage.rootPath": str(workdir / "wal")}
+    if backend in ("minio", "service"):
+        from .s3 import start_s3
+        s3 = next((s for s in started if hasattr(s, "access_key")), None)
+        if s3 is None:
+            s3 = start_s3(workdir)
+            started.append(s3)
+        d.update({"minio.address": s3.host, "minio.port": s3.port, "minio.accessKeyID": s3.access_key,
+                  "minio.secretAccessKey": s3.secret_key, "minio.bucketName": "picchio-compare",
+                  "minio.createBucket": True})
+    return d
+
+
+def start_service_logstores(cfg: Any, woodpecker: str, workdir: Path, started: list[Any]) -> list[str]:
     """Three ``picchio logstore serve`` (registered in etcd under ``cfg``'s keyspace, where
     picchio's client picks its ensembles) and three of Woodpecker's own LogStores (not registered:
     Woodpecker's client finds them by their endpoints, its seeds, which are returned); all added
@@ -115,6 +151,12 @@ def _start_logstores(cfg: Any, woodpecker: str, workdir: Path, started: list[Any
     stores = start_woodpecker_logstores(woodpecker, cfg, workdir / "woodpecker", 3, shipped=True)
     started += stores
     return [s.endpoint for s in stores]
+
+
+def woodpecker_client(wpctl: str, cfg: Any, workdir: Path, uid: str, seeds: list[str] | None) -> Wpctl:
+    """wpctl on a woodpecker.yaml for ``cfg``'s keyspace with the shipped flush timers."""
+    return Wpctl(wpctl, shipped_sync(wp_config(cfg, workdir / f"{uid}.yaml", sync_ms=None, seeds=seeds)),
+                 workdir / f"{uid}.wp.log")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,27 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         etcd = start_etcd(workdir)
         started.append(etcd)
         for backend in backends:
-            d: dict[str, Any] = {"etcd.endpoints": [etcd.endpoint], "woodpecker.storage.type": backend,
-                                 "woodpecker.storage.rootPath": str(workdir / "wal")}
-            if backend in ("minio", "service"):
-                from .s3 import start_s3
-                s3 = next((s for s in started if hasattr(s, "access_key")), None) or start_s3(workdir)
-                if s3 not in started:
-                    started.append(s3)
-                d.update({"minio.address": s3.host, "minio.port": s3.port, "minio.accessKeyID": s3.access_key,
-                          "minio.secretAccessKey": s3.secret_key, "minio.bucketName": "picchio-compare",
-                          "minio.createBucket": True})
+            d = backend_settings(backend, workdir, etcd.endpoint, started)
             shared = len(started)  # etcd (+ MinIO): kept for the next backend
             seeds = None
             if backend == "service":  # one keyspace for the backend: the LogStores stay up for its workloads
                 uid = unique("cmp-svc")
                 d.update({"etcd.rootPath": uid, "minio.rootPath": uid})
-                seeds = _start_logstores(logstore.Config.from_dict(d), woodpecker, workdir / uid, started)
+                seeds = start_service_logstores(logstore.Config.from_dict(d), woodpecker, workdir / uid, started)
             for label, size, inflight in WORKLOADS:
                 uid = unique("cmp")  # a keyspace per workload, but service mode's (in d) for its LogStores
                 cfg = logstore.Config.from_dict({"etcd.rootPath": uid, "minio.rootPath": uid, **d})
-                wp = Wpctl(wpctl, shipped_sync(wp_config(cfg, workdir / f"{uid}.yaml", sync_ms=None, seeds=seeds)),
-                           workdir / f"{uid}.wp.log")
+                wp = woodpecker_client(wpctl, cfg, workdir, uid, seeds)
                 print(f"[compare] {backend} {label}: {args.rounds} × {args.seconds:g}s per side", file=sys.stderr,
                       flush=True)
                 r = asyncio.run(_compare(cfg, wp, size, inflight, args.rounds, args.seconds))

@@ -1,14 +1,18 @@
 """``picchio bench``: throughput and latency of the log, always next to the raw
 limit of the same hardware measured in the same run, printed as JSON.
 
-- ``bench append --backend local``: appends vs raw ``write`` + ``fdatasync`` of the
-  same entry size to the same directory (one fdatasync per ``concurrency`` entries,
-  the best batching a writer with that many appends in flight could get).
-- ``bench append --backend minio``: appends vs raw PUTs of block-sized objects to
-  the same bucket with the same number of requests in flight.
-- ``bench append --backend service``: appends through three LogStores vs raw
-  ``write`` + ``fdatasync`` on the same disk divided by three (the three replicas
-  share this one disk).
+- ``bench append``: appends vs the raw limit of the same I/O pattern at its best,
+  with no product in the way (``bench_raw`` says exactly what and why):
+  - ``--backend local``: one thread appending a block of ``concurrency`` entries,
+    framed byte for byte as picchio frames them, with ``writev`` + ``fdatasync``
+    (a closed loop with that many appends in flight fits at most that many in a
+    block; picchio has one flush in flight per local segment);
+  - ``--backend service``: that loop on three files at once on the same disk (the
+    three replicas share it), acked at the second-fastest replica (ack quorum 2);
+  - ``--backend minio``: PUTs of block-sized objects to the same bucket with as
+    many in flight as the product can have.
+  ``ratio`` is picchio's MB/s over the raw MB/s; ``ack_p50_vs_raw`` its ack p50
+  over one raw operation's p50 (1.0 is the floor).
 
 Raw and picchio run in alternating slices so that the drift of a noisy machine
 hits both sides alike.
@@ -17,6 +21,8 @@ hits both sides alike.
   and how many etcd puts per second the writer's tail notifications added.
 - ``bench gc``: ``collect_garbage`` over many logs vs raw S3 batch deletes
   (see ``bench_gc``).
+- ``bench scale``: N open logs (1, 10, 100, 1000) at the same total load, and
+  idle: throughput, RSS, fds, CPU, etcd and S3 requests per point (see ``bench_scale``).
 
 Without ``--config`` the bench starts its own etcd (and S3 server, and LogStores)
 on loopback.
@@ -38,6 +44,8 @@ from typing import Any, Iterator
 from .. import LATEST, Client, Config
 from ..config import parse_size
 from .bench_gc import add_gc_parser, bench_gc, bench_orphans
+from .bench_scale import add_scale_parser, bench_scale
+from .bench_raw import raw_disk, raw_puts
 
 
 def add_bench_parser(sub: Any) -> None:
@@ -50,6 +58,7 @@ def add_bench_parser(sub: Any) -> None:
     a.add_argument("--seconds", type=float, default=5.0)
     a.add_argument("--block-size", default=None, help="object storage: maxFlushSize (default: the config's)")
     a.add_argument("--dir", help="local: directory for the log and the raw file (default: a temp dir)")
+    a.add_argument("--plot", metavar="FILE.png", help="also draw throughput over time and ack percentiles (needs picchio[bench])")
     t = bsub.add_parser("tail", help="ack → reader latency, same process and another process")
     t.add_argument("--backend", choices=["local", "minio", "service"], default="local")
     t.add_argument("--entries", type=int, default=200)
@@ -57,7 +66,9 @@ def add_bench_parser(sub: Any) -> None:
     t.add_argument("--no-push", action="store_true",
                    help="woodpecker.client.tailPush.enabled=false: the other process only polls (the old way)")
     t.add_argument("--dir")
+    t.add_argument("--plot", metavar="FILE.png", help="also draw latency percentiles and histograms (needs picchio[bench])")
     add_gc_parser(bsub)
+    add_scale_parser(bsub)
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -126,6 +137,34 @@ def _components_in(args: argparse.Namespace, backend: str, workdir: Path) -> Ite
             s.stop()
 
 
+_PCTS = (50, 90, 99, 99.9)
+
+
+class _Timeline(_Progress):
+    """The progress bar that also notes when each of picchio's appends was acknowledged, and
+    when the raw side ran: throughput over time for ``--plot`` (raw slices are gaps)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.start, self.acks, self.raw = time.perf_counter(), [], []  # type: ignore[var-annotated]
+
+    def tick(self, label: str) -> None:
+        (self.acks if label == "picchio" else self.raw).append(time.perf_counter() - self.start)
+        super().tick(label)
+
+    def timeline(self, size: int, bucket: float = 0.1) -> dict[str, Any]:
+        t0 = min(self.acks + self.raw + [0.0])  # from the first slice on, not from the set-up
+        n = int((max(self.acks + self.raw + [0.0]) - t0) / bucket) + 1
+        acks, raw = [0] * n, [0] * n
+        for t in self.acks:
+            acks[int((t - t0) / bucket)] += 1
+        for t in self.raw:
+            raw[int((t - t0) / bucket)] += 1
+        return {"bucket_s": bucket, "t": [round(i * bucket, 2) for i in range(n)],
+                "mb_per_s": [None if raw[i] and not acks[i] else round(acks[i] * size / bucket / 1e6, 2)
+                             for i in range(n)]}
+
+
 async def _ours_slice(w: Any, payload: bytes, concurrency: int, seconds: float, lat: list[float],
                       prog: _Progress) -> tuple[int, float]:
     """``concurrency`` appends kept in flight for ``seconds`` → (entries, elapsed)."""
@@ -146,83 +185,22 @@ async def _ours_slice(w: Any, payload: bytes, concurrency: int, seconds: float, 
     return n, time.perf_counter() - t0
 
 
-def _raw_local(directory: Path, size: int, batch: int, seconds: float, prog: _Progress) -> dict[str, Any]:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "raw-fdatasync.bin"
-    buf = os.urandom(size)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    lat: list[float] = []
-    n = 0
-    try:
-        end = time.monotonic() + seconds
-        t0 = time.perf_counter()
-        while time.monotonic() < end:
-            s = time.perf_counter()
-            for _ in range(batch):
-                os.write(fd, buf)
-            os.fdatasync(fd)
-            lat.append(time.perf_counter() - s)
-            n += batch
-            prog.tick("raw")
-        elapsed = time.perf_counter() - t0
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-    return {"what": f"write {size} B ×{batch} + fdatasync, same directory", "entries": n,
-            "bytes": n * size, "seconds": elapsed, "lat": lat,
-            "mb_per_s": round(n * size / elapsed / 1e6, 1), "sync_p50_ms": round(_pct(lat, 50) * 1e3, 3),
-            "sync_p99_ms": round(_pct(lat, 99) * 1e3, 3)}
-
-
-async def _raw_puts(cfg: Config, size: int, parallel: int, seconds: float, prog: _Progress) -> dict[str, Any]:
-    from ..storage.s3 import S3
-
-    s3 = S3(cfg, pool_size=parallel + 4)
-    await s3.ensure_bucket(cfg["minio.createBucket"])
-    body = os.urandom(size)
-    lat: list[float] = []
-    prefix = f"{cfg['minio.rootPath']}/raw-put"
-    counter = 0
-    end = time.monotonic() + seconds
-
-    async def worker() -> None:
-        nonlocal counter
-        while time.monotonic() < end:
-            counter += 1
-            s = time.perf_counter()
-            await s3.put(f"{prefix}/{counter}.blk", body, if_absent=True)
-            lat.append(time.perf_counter() - s)
-            prog.tick("raw")
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(parallel)))
-    elapsed = time.perf_counter() - t0
-    objs = await s3.list(prefix + "/")
-    await s3.delete_many([o.key for o in objs])
-    await s3.close()
-    n = len(lat)
-    return {"what": f"PUT {size} B objects (If-None-Match), {parallel} in flight, same bucket", "puts": n,
-            "bytes": n * size, "seconds": elapsed, "lat": lat,
-            "mb_per_s": round(n * size / elapsed / 1e6, 1), "put_p50_ms": round(_pct(lat, 50) * 1e3, 3),
-            "put_p99_ms": round(_pct(lat, 99) * 1e3, 3)}
-
-
 async def _raw_slice(args: argparse.Namespace, cfg: Config, size: int, seconds: float,
                      prog: _Progress) -> dict[str, Any]:
+    """One slice of the raw limit (see ``bench_raw``: what the product does at its best)."""
+    tick = lambda: prog.tick("raw")  # noqa: E731
     if args.backend == "minio":
         # the writer closes a block once its payload reaches maxFlushSize: compare with PUTs of that
         # block's size, as many in flight as the appends in flight can fill
         per_block = max(1, -(-cfg["woodpecker.logstore.segmentSyncPolicy.maxFlushSize"] // size))
+        per_block = min(per_block, args.concurrency)
         parallel = max(1, min(cfg["woodpecker.logstore.segmentSyncPolicy.maxFlushThreads"],
                               args.concurrency // per_block))
-        return await _raw_puts(cfg, per_block * size, parallel, seconds, prog)
-    raw = await asyncio.to_thread(_raw_local, Path(cfg["woodpecker.storage.rootPath"]), size, args.concurrency,
-                                  seconds, prog)
-    if args.backend == "service":
-        # three replicas share this one disk: the raw limit is a third of raw fdatasync throughput
-        raw["bytes"] = raw["bytes"] / 3
-        raw["what"] += ", divided by 3: the 3 replicas share this disk"
-    return raw
+        return await raw_puts(cfg, per_block * size, parallel, seconds, tick)
+    replicas = 3 if args.backend == "service" else 1
+    quorum = cfg["woodpecker.client.quorum.ackQuorum"] if args.backend == "service" else 1
+    return await asyncio.to_thread(raw_disk, Path(cfg["woodpecker.storage.rootPath"]) / "raw", size,
+                                   args.concurrency, seconds, replicas, quorum, tick)
 
 
 async def _append_rounds(args: argparse.Namespace, cfg: Config, size: int) -> dict[str, Any]:
@@ -235,7 +213,7 @@ async def _append_rounds(args: argparse.Namespace, cfg: Config, size: int) -> di
     lat: list[float] = []
     raws: list[dict[str, Any]] = []
     ours_n, ours_t = 0, 0.0
-    prog = _Progress(args.seconds)
+    prog = _Timeline(args.seconds)
     async with Client(cfg) as c:
         log = await c.create_log(f"bench-{int(time.time() * 1000)}")
         w = await log.open_writer()
@@ -255,13 +233,17 @@ async def _append_rounds(args: argparse.Namespace, cfg: Config, size: int) -> di
     ms = lambda xs, p: round(_pct(xs, p) * 1e3, 3)  # noqa: E731
     ours = {"entries": ours_n, "seconds": round(ours_t, 3), "mb_per_s": round(ours_n * size / ours_t / 1e6, 1),
             "entries_per_s": round(ours_n / ours_t, 1), "ack_p50_ms": ms(lat, 50), "ack_p99_ms": ms(lat, 99),
-            "etcd_tail_puts_per_s": round(tail_puts / ours_t, 1)}
+            "etcd_tail_puts_per_s": round(tail_puts / ours_t, 1),
+            "ack_percentiles_ms": {str(p): ms(lat, p) for p in _PCTS}, "timeline": prog.timeline(size)}
     raw = {"what": raws[0]["what"], "mb_per_s": round(raw_bytes / raw_t / 1e6, 1),
            "mb_per_s_by_slice": [round(r["bytes"] / r["seconds"] / 1e6, 1) for r in raws],
            "op_p50_ms": ms(raw_lat, 50), "op_p99_ms": ms(raw_lat, 99)}
+    if "replica_mb_per_s" in raws[0]:
+        raw["replica_mb_per_s_by_slice"] = [r["replica_mb_per_s"] for r in raws]
     return {"bench": "append", "backend": args.backend, "entry_size": size, "concurrency": args.concurrency,
             "rounds": rounds, "picchio": ours, "raw": raw,
-            "ratio": round(ours["mb_per_s"] / raw["mb_per_s"], 3) if raw["mb_per_s"] else None}
+            "ratio": round(ours["mb_per_s"] / raw["mb_per_s"], 3) if raw["mb_per_s"] else None,
+            "ack_p50_vs_raw": round(ours["ack_p50_ms"] / raw["op_p50_ms"], 2) if raw["op_p50_ms"] else None}
 
 
 def _bench_append(args: argparse.Namespace) -> dict[str, Any]:
@@ -360,12 +342,18 @@ async def _bench_tail(cfg: Config, entries: int, interval: float, cfg_path: Path
             "appends_per_s": round(entries / elapsed, 1),
             "push": cfg["woodpecker.client.tailPush.enabled"],
             "other_process_etcd_reads_per_s": 1 / cfg["woodpecker.client.reader.metaPollInterval"],
-            "writer_etcd_tail_puts_per_s": round(puts_per_s, 1), "raw_same_run": floor}
+            "writer_etcd_tail_puts_per_s": round(puts_per_s, 1), "raw_same_run": floor,
+            "same_process_percentiles_ms": {str(p): ms(same, p) for p in _PCTS},
+            "other_process_percentiles_ms": {str(p): ms(other, p) for p in _PCTS},
+            "same_process_latencies_ms": [round(x * 1e3, 3) for x in same],  # for --plot; not printed
+            "other_process_latencies_ms": [round(x * 1e3, 3) for x in other]}
 
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "append":
         out = _bench_append(args)
+    elif args.bench == "scale":
+        out = bench_scale(args)
     elif args.bench in ("gc", "orphans"):
         with _components(args, args.backend) as cfg:
             out = (bench_gc if args.bench == "gc" else bench_orphans)(args, cfg)
@@ -381,5 +369,13 @@ def run_bench(args: argparse.Namespace) -> int:
                        **asyncio.run(_bench_tail(cfg, args.entries, args.interval, Path(f.name)))}
             finally:
                 os.unlink(f.name)
+    if getattr(args, "plot", None):
+        from . import plot
+        if args.bench == "scale":
+            out["plot"] = str(plot.scale_chart(out["points"], args.plot, f"picchio bench scale --backend {args.backend}"))
+        else:
+            out["plot"] = str((plot.append_chart if args.bench == "append" else plot.tail_chart)(out, args.plot))
+    for k in ("same_process_latencies_ms", "other_process_latencies_ms"):
+        out.pop(k, None)
     print(json.dumps(out, indent=2))
     return 0

@@ -45,6 +45,10 @@ class MetaStore:
         self._timeout = config["etcd.requestTimeout"]
         self._endpoints = list(config["etcd.endpoints"])
         self._client: aetcd.Client | None = None
+        # log ids come from one counter under compare-and-swap: creations in this
+        # process take turns, so many at once (a Milvus cluster opening all its
+        # channels) do not lose the race to each other 50 times in a row
+        self._create_lock = asyncio.Lock()
 
     # -- connection --------------------------------------------------------
     async def connect(self, init_keyspace: bool = True) -> None:
@@ -144,6 +148,10 @@ class MetaStore:
 
     # -- logs ----------------------------------------------------------------
     async def create_log(self, name: str) -> LogMeta:
+        async with self._create_lock:
+            return await self._create_log(name)
+
+    async def _create_log(self, name: str) -> LogMeta:
         k, tx = self.keys, self.client.transactions
         for _ in range(50):
             gen = await self._call("get logidgen", lambda: self.client.get(k.logidgen))
@@ -164,6 +172,28 @@ class MetaStore:
     async def get_log(self, name: str) -> Versioned[LogMeta] | None:
         r = await self._call("get log", lambda: self.client.get(self.keys.log(name)))
         return None if r is None else Versioned(LogMeta.decode(r.value), r.mod_revision)
+
+    async def log_ids(self, names: list[str], known: dict[str, tuple[int, int]] | None = None,
+                      per_txn: int = 64) -> dict[str, int]:
+        """The log id of each of ``names`` that exists (absent: deleted) — one
+        etcd transaction per ``per_txn`` names, not one request per log.
+        ``known`` (name → (mod revision, log id)), kept by the caller across
+        calls, spares decoding a record that did not change since."""
+        tx, out = self.client.transactions, {}
+        known = {} if known is None else known
+        for i in range(0, len(names), per_txn):
+            chunk = names[i:i + per_txn]
+            _, resp = await self._txn("get logs", [], [tx.get(self.keys.log(n)) for n in chunk])
+            for n, kvs in zip(chunk, resp):
+                if not kvs:
+                    known.pop(n, None)
+                    continue
+                value, kv = kvs[0]
+                seen = known.get(n)
+                if seen is None or seen[0] != kv.mod_revision:
+                    seen = known[n] = (kv.mod_revision, LogMeta.decode(value).log_id)
+                out[n] = seen[1]
+        return out
 
     async def require_log(self, name: str) -> Versioned[LogMeta]:
         v = await self.get_log(name)

@@ -225,6 +225,7 @@ async def serve(cfg: Config, ready_file: str | None = None) -> None:
             follower.cancel()
         if reg is not None:
             await reg.stop()
+        svc.subs.shutdown()  # tail subscriptions end now, not at the grace period's end
         await server.stop(grace=5 if started else None)
         if http:
             http.close()

@@ -41,6 +41,11 @@ HELP: dict[str, tuple[str, str]] = {
     "picchio_logstore_authz_denied_total": (
         "counter", "RPCs refused because the client certificate's role may not make them (tls.authorization), "
                    "by role (none: no role in the CN) and RPC."),
+    "picchio_logstore_subscriptions": (
+        "gauge", "Tail subscriptions (SubscribeEntries streams) open on this LogStore."),
+    "picchio_logstore_subscription_wakeups_total": (
+        "counter", "Times a segment's tail subscribers were woken because what they may see changed."),
+    "picchio_logstore_subscription_frames_total": ("counter", "Frames of entries sent to tail subscribers."),
     "picchio_logstore_decommissioning": (
         "gauge", "1 while this LogStore is marked as leaving (operator scale-down): it takes no new appends."),
 }

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 
 from .. import authz
-from ..codec import FLAG_COMPACTED, merge_blocks
+from ..codec import FLAG_COMPACTED
 from ..config import Config
 from ..errors import LogstoreError
 from ..rpc import (METHODS, SERVICE, AddEntriesResponse, AddEntryResponse, AddEntryState, BatchReadResult,
@@ -24,6 +24,7 @@ from ..rpc import (METHODS, SERVICE, AddEntriesResponse, AddEntryResponse, AddEn
 from ..storage.base import BlockRef
 from .metrics import Metrics
 from .staged import StagedError, StagedSegment
+from .subscribe import Subscriptions
 
 log = logging.getLogger(__name__)
 _Key = tuple[str, str, int, int]
@@ -64,6 +65,7 @@ class LogStoreService:
         # staged bytes of segments on disk that no request has opened since this process started:
         # they count against the budget as soon as the LogStore starts, not once a request touches them
         self._on_disk: dict[Path, int] = self._scan_staged() if self.max_bytes else {}
+        self.subs = Subscriptions(self)  # tail subscribers (subscribe.py), woken as a segment's LAC moves
 
     # -- segments ------------------------------------------------------------------------
     def _dir(self, k: _Key) -> Path:
@@ -193,11 +195,15 @@ class LogStoreService:
         try:
             s = self.segment((req.bucket_name, req.root_path, req.log_id, seg_id))
             await s.append(ids[0], [e.values for e in req.entries])
+            self.subs.changed((req.bucket_name, req.root_path, req.log_id, seg_id))  # durable here now
         finally:
             self.accepted -= incoming
         self.metrics.inc("picchio_logstore_entries_total", len(ids))
         self.metrics.inc("picchio_logstore_bytes_total", incoming)
         self.metrics.observe("picchio_logstore_append_seconds", time.monotonic() - t0)
+
+    def SubscribeEntries(self, req) -> AsyncIterator[Any]:
+        return self.subs.serve(req)  # entries streamed as the LAC moves: subscribe.py
 
     async def GetBatchEntriesAdv(self, req) -> GetBatchEntriesAdvResponse:
         k = (req.bucket_name, req.root_path, req.log_id, req.segment_id)
@@ -256,20 +262,17 @@ class LogStoreService:
             size = found[0].total_size if found else 0
             return CompactSegmentResponse(_ok(), SegmentMetadataMsg(segNo=req.segment_id, state=3, size=size))
         target = self.config["woodpecker.logstore.segmentCompactionPolicy.maxBytes"]
-        blocks = await asyncio.to_thread(s.decoded_blocks, s.lac)
-        groups: list[list] = [[]]
-        acc = 0
-        for b in blocks:
-            groups[-1].append(b)
-            acc += sum(len(r) for r in b.records)
-            if acc >= target:
-                groups.append([])
-                acc = 0
         merged: list[BlockRef] = []
-        for n, group in enumerate(g for g in groups if g):
-            body = merge_blocks(group, n, with_header=(n == 0))
-            await objects.s3.put(objects.key(req.log_id, req.segment_id, f"m_{n}.blk"), body)
-            merged.append(BlockRef(n, group[0].header.first_entry_id, group[-1].header.last_entry_id, len(body)))
+        blocks, lac, start = list(s.blocks), s.lac, 0
+        rfd = os.open(s.path, os.O_RDONLY)
+        try:
+            while (got := await asyncio.to_thread(s.merged_object, rfd, blocks, start, lac, target,
+                                                  len(merged))) is not None:
+                body, first, last, start = got  # one group read, CRC-checked and merged at a time (staged.py)
+                await objects.s3.put(objects.key(req.log_id, req.segment_id, f"m_{len(merged)}.blk"), body)
+                merged.append(BlockRef(len(merged), first, last, len(body)))
+        finally:
+            os.close(rfd)
         size = await objects.put_footer(req.log_id, req.segment_id, merged, s.lac, FLAG_COMPACTED, overwrite=True)
         await asyncio.to_thread(s.mark_compacted)
         self.metrics.inc("picchio_logstore_compactions_total")
@@ -363,7 +366,7 @@ def generic_handler(svc: LogStoreService, authorize: bool = False) -> grpc.Gener
     retriable Status."""
     handlers = {}
     for name, (req_t, resp_t, streaming) in METHODS.items():
-        fn = getattr(svc, name)
+        fn = svc.subs.wrap(name, getattr(svc, name))  # RPCs that move a segment's LAC wake its subscribers
         gate = _gate(svc, name) if authorize else None
         if streaming:
             handlers[name] = grpc.unary_stream_rpc_method_handler(

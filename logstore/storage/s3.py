@@ -1,10 +1,22 @@
-"""A thin asyncio face over boto3: each call runs in a dedicated thread pool
-with connect/read deadlines and botocore's bounded retries, and S3 errors are
-translated into the few outcomes the backend cares about."""
+"""A thin asyncio face over S3: every call has a deadline and bounded retries,
+and S3 errors are translated into the few outcomes the backend cares about.
+
+Two clients, one per kind of call:
+
+- the data path — a block's conditional PUT and a block's whole GET, on every
+  append and every tail read — goes through ``obstore`` (Rust's ``object_store``,
+  async, no GIL held while bytes move).  Measured here against MinIO on loopback
+  (4 KiB objects, load ≈ 5): GET p50 1.0 ms vs boto3's 5.8 ms, conditional PUT
+  2.8 ms vs 8.7 ms; botocore spends those milliseconds in Python (signing,
+  parsing, its thread pool) on every call;
+- everything else (bucket checks, HEAD, ranged probes, listings, batch deletes)
+  stays on boto3 in a thread pool: rare calls, where its breadth matters more.
+"""
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -12,6 +24,9 @@ from typing import Any, AsyncIterator
 import boto3
 import botocore.config
 import botocore.exceptions
+import obstore
+import obstore.exceptions
+from obstore.store import S3Store
 
 from ..config import Config
 from ..errors import StorageError
@@ -19,6 +34,16 @@ from ..pem import given_path, read_pem
 from ..redact import config_secrets, redact
 
 log = logging.getLogger(__name__)
+
+
+#: obstore's attributes that are not user metadata (x-amz-meta-*)
+_STANDARD_ATTRIBUTES = frozenset({"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Type",
+                                  "Cache-Control", "Storage-Class"})
+
+
+def _first_line(e: BaseException) -> str:
+    """obstore's messages end in a multi-line debug dump: the first line says it."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 class PreconditionFailed(Exception):
@@ -54,6 +79,7 @@ class S3:
             read_pem(ca, "minio.ssl.tlsCACert")
         self.ca_file = ca
         self.bucket = config["minio.bucketName"]
+        self.requests = 0  # S3 calls made (botocore's own retries inside one call count once): bench scale
         timeout = self.timeout = config["minio.requestTimeoutMs"]
         self._pool = concurrent.futures.ThreadPoolExecutor(pool_size, thread_name_prefix="picchio-s3")
         self._client = boto3.session.Session().client(
@@ -68,11 +94,49 @@ class S3:
             ),
         )
 
+        retry = {"max_retries": 2, "retry_timeout": datetime.timedelta(seconds=timeout),
+                 "backoff": {"init_backoff": datetime.timedelta(milliseconds=50),
+                             "max_backoff": datetime.timedelta(seconds=1), "base": 2}}
+        options: dict[str, Any] = {"allow_http": scheme == "http", "timeout": f"{int(timeout * 1000)}ms",
+                                   "connect_timeout": f"{int(min(timeout, 10) * 1000)}ms"}
+        if ca:
+            with open(ca, "rb") as f:
+                options["root_certificate"] = f.read()
+        self._fast = S3Store(self.bucket, endpoint=self.endpoint, region=config["minio.region"] or "us-east-1",
+                             access_key_id=config["minio.accessKeyID"] or None,
+                             secret_access_key=config["minio.secretAccessKey"] or None,
+                             virtual_hosted_style_request=False, client_options=options, retry_config=retry)
+
+    async def _run_fast(self, what: str, call: Any) -> Any:
+        """One data-path call through obstore (its retries included) within
+        ``minio.requestTimeoutMs``; errors mapped as :meth:`_run` maps botocore's."""
+        self.requests += 1
+        try:
+            return await asyncio.wait_for(call(), self.timeout)
+        except asyncio.TimeoutError:
+            raise StorageError(f"S3 {what} did not answer within {self.timeout:g}s (minio.requestTimeoutMs) "
+                               f"({self.endpoint})") from None
+        except (obstore.exceptions.AlreadyExistsError, obstore.exceptions.PreconditionError) as e:
+            raise PreconditionFailed(what) from e
+        except FileNotFoundError as e:  # obstore's NotFoundError: no such key (or bucket)
+            raise NotFound(what) from e
+        except (obstore.exceptions.PermissionDeniedError, obstore.exceptions.UnauthenticatedError) as e:
+            raise StorageError(redact(f"S3 {what} failed: {_first_line(e)} (check minio.accessKeyID/"
+                                      f"minio.secretAccessKey)", self._secrets)) from None
+        except (obstore.exceptions.BaseError, OSError) as e:
+            hint = ""
+            if "certificate" in str(e).lower() or "tls" in str(e).lower():
+                hint = (f" (check minio.ssl.tlsCACert: the CA that signed the endpoint's certificate, "
+                        f"currently {self.ca_file or 'the system CAs'})")
+            raise StorageError(redact(f"S3 {what} failed ({self.endpoint}): {_first_line(e)}{hint}",
+                                      self._secrets)) from None
+
     async def _run(self, what: str, fn, *args: Any, **kw: Any) -> Any:
         """One S3 call, botocore's retries included, within ``minio.requestTimeoutMs``:
         a hung server gives a StorageError after one deadline (the thread left
         behind ends at botocore's own read timeout, the same value)."""
         loop = asyncio.get_running_loop()
+        self.requests += 1
         try:
             return await asyncio.wait_for(loop.run_in_executor(self._pool, lambda: fn(*args, **kw)), self.timeout)
         except asyncio.TimeoutError:
@@ -115,17 +179,23 @@ class S3:
                     raise
 
     async def put(self, key: str, body: bytes, *, if_absent: bool = False, metadata: dict[str, str] | None = None) -> None:
-        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body}
-        if if_absent:
-            kw["IfNoneMatch"] = "*"
-        if metadata:
-            kw["Metadata"] = metadata
-        await self._run(f"put {key}", self._client.put_object, **kw)
+        """PUT ``body`` (``If-None-Match: *`` with ``if_absent``: :class:`PreconditionFailed`
+        if the key exists); ``metadata`` becomes ``x-amz-meta-*``."""
+        await self._run_fast(f"put {key}", lambda: obstore.put_async(
+            self._fast, key, body, mode="create" if if_absent else "overwrite",
+            attributes=dict(metadata) if metadata else None, use_multipart=False))
 
     async def get(self, key: str, byte_range: tuple[int, int] | None = None) -> tuple[bytes, dict[str, str]]:
-        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if byte_range:
-            kw["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        """The object's bytes (or the inclusive ``byte_range``, shorter at its end)
+        and its user metadata, keys lower-cased."""
+        if byte_range is None:
+            async def whole() -> tuple[bytes, dict[str, str]]:
+                r = await obstore.get_async(self._fast, key)
+                meta = {k.lower(): v for k, v in r.attributes.items() if k not in _STANDARD_ATTRIBUTES}
+                return bytes(await r.bytes_async()), meta
+
+            return await self._run_fast(f"get {key}", whole)
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Range": f"bytes={byte_range[0]}-{byte_range[1]}"}
 
         def call() -> tuple[bytes, dict[str, str]]:
             r = self._client.get_object(**kw)

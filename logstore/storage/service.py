@@ -38,11 +38,12 @@ from ..config import Config
 from ..errors import PermissionDeniedError, QuorumUnavailableError, StorageError, StorageFullError, WriterFencedError
 from ..meta import MetaStore
 from ..tlsfiles import TLSFileError, WatchedFiles, check_pem
-from ..proto import QuorumInfo, encode_layout
-from ..rpc import (METHODS, SERVICE, AddEntriesRequest, AddEntryState, CleanSegmentRequest, Code,
+from ..proto import QuorumInfo
+from ..rpc import (METHODS, SERVICE, AddEntryState, CleanSegmentRequest, Code,
                    CompactSegmentRequest, CompleteSegmentRequest, FenceSegmentRequest, GetBatchEntriesAdvRequest,
-                   GetSegmentBlockCountRequest, GetSegmentLastAddConfirmedRequest, LogEntry, MarkLogDeletedRequest,
-                   NotifySegmentCompactedRequest, UpdateLastAddConfirmedRequest, with_expected_instance)
+                   GetSegmentBlockCountRequest, GetSegmentLastAddConfirmedRequest, MarkLogDeletedRequest,
+                   NotifySegmentCompactedRequest, Pieces, UpdateLastAddConfirmedRequest, encode_add_entries,
+                   with_expected_instance)
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
 from .objects import ObjectBackend, ObjectCursor
 
@@ -114,7 +115,7 @@ class Node:
         another instance) and a reply from any other instance raises NodeError
         with Code.WRONG_INSTANCE — that replica is gone, whatever it says."""
         if expect:
-            req = with_expected_instance(req if isinstance(req, bytes) else req.encode(), expect)
+            req = with_expected_instance(req if isinstance(req, (bytes, Pieces)) else req.encode(), expect)
         if timeout <= 0:
             raise NodeError(self.endpoint, -1, f"{name}: deadline exceeded before the call")
         self._maybe_rotate()
@@ -159,6 +160,11 @@ class Node:
             raise NodeError(self.endpoint, st.code, f"{name}: {st.reason}", st.retriable, got)
         return resp
 
+    def open_stream(self, name: str, req: bytes, timeout: float) -> Any:
+        """A server-streaming call the caller reads itself (tailsub.py), with a deadline."""
+        self._maybe_rotate()
+        return self._calls[name](req, timeout=timeout)
+
     async def close(self) -> None:
         for t, old in list(self._retired.items()):
             t.cancel()
@@ -176,8 +182,11 @@ def _raise_denied(results: list[Any]) -> None:
 
 def _serialize(m: Any) -> bytes:
     """Messages encode themselves; bytes are a request already encoded once for
-    every replica it goes to (a block's entries are not re-encoded per node)."""
-    return m if isinstance(m, bytes) else m.encode()
+    every replica it goes to (a block's entries are not re-encoded per node);
+    :class:`Pieces` are joined here, once."""
+    if isinstance(m, bytes):
+        return m
+    return m.join() if isinstance(m, Pieces) else m.encode()
 
 
 def _watched_tls(cfg: Config) -> WatchedFiles | None:
@@ -235,14 +244,12 @@ class ServiceSegmentWriter(SegmentWriter):
                           times: list | None = None) -> BlockRef:
         assert entries is not None
         first = header.first_entry_id
-        stamps = times or [None] * len(entries)
-        req = AddEntriesRequest(self.b.bucket, self.b.root, self.log_id,
-                                [LogEntry(self.seg_id, first + k, encode_layout(p, props or None, t))
-                                 for k, ((p, props), t) in enumerate(zip(entries, stamps))])
-        size = sum(len(e.values) for e in req.entries)
-        await self.b.quorum_call(self.q, self.bad, "AddEntries", req.encode(), need=self.q.aq,
+        # the payloads go by reference into each replica's one join (rpc.Pieces), not through
+        # encode_layout + Msg.encode + a per-replica concatenation: those copied every block ~7 times
+        req = encode_add_entries(self.b.bucket, self.b.root, self.log_id, self.seg_id, first, entries, times)
+        await self.b.quorum_call(self.q, self.bad, "AddEntries", req, need=self.q.aq,
                                  what=f"append {self.seg_id}:{first}")
-        return BlockRef(header.block_number, first, header.last_entry_id, size)
+        return BlockRef(header.block_number, first, header.last_entry_id, req.value_bytes)
 
     def acked(self, lac: int) -> None:
         self._lac = lac
@@ -386,7 +393,7 @@ class ServiceBackend(Backend):
             raise QuorumUnavailableError(f"{what}: only {len(targets)} of {q.wq} LogStores left, need {need}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        body = req if isinstance(req, bytes) else req.encode()
+        body = req if isinstance(req, (bytes, Pieces)) else req.encode()
         tasks = {asyncio.ensure_future(self.node(n).call(name, body, self.timeout, q.instance_of(n))): n
                  for n in targets}
         ok: list[Any] = []

@@ -50,6 +50,24 @@ def test_bench_tail_local_reports_both_readers(tmp_path):
     assert 0 < out["other_process_p50_ms"] <= out["other_process_p99_ms"] <= out["other_process_max_ms"]
 
 
+def test_bench_append_plot_draws_throughput_over_time_and_percentiles(tmp_path):
+    """``--plot``: the JSON carries the timeline (100 ms buckets) and the ack percentiles the
+    chart shows, and names the PNG it wrote."""
+    png = tmp_path / "charts" / "append.png"
+    r = run(["bench", "append", "--backend", "local", "--entry-size", "4Ki", "--concurrency", "4",
+             "--seconds", "1", "--dir", str(tmp_path / "bench"), "--plot", str(png)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    tl = out["picchio"]["timeline"]
+    assert tl["bucket_s"] == 0.1 and len(tl["t"]) == len(tl["mb_per_s"]) >= 5
+    assert any(v for v in tl["mb_per_s"] if v is not None), tl
+    pcts = out["picchio"]["ack_percentiles_ms"]
+    assert pcts["50"] == out["picchio"]["ack_p50_ms"] and pcts["50"] <= pcts["99"] <= pcts["99.9"]
+    assert out["plot"] == str(png)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
 def _exports(text: str) -> dict[str, str]:
     env = {}
     for line in text.splitlines():

@@ -11,7 +11,7 @@ def test_every_rpc_has_roles_and_admin_may_call_all() -> None:
 
 def test_reader_gets_the_reads_only() -> None:
     assert {m for m in METHODS if authz.allowed("reader", m)} == {
-        "GetBatchEntriesAdv", "GetSegmentLastAddConfirmed", "GetSegmentBlockCount"}
+        "GetBatchEntriesAdv", "GetSegmentLastAddConfirmed", "GetSegmentBlockCount", "SubscribeEntries"}
 
 
 def test_role_from_common_name() -> None:
