@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..codec import BlockBuilder, BlockHeader, DecodedBlock, Footer, merge_blocks
 from ..errors import LogstoreError
@@ -53,13 +54,39 @@ class StagedSegment:
         self._appending = 0       # append calls accepted and not yet answered
         self.fenced = False
         self.footer: Footer | None = None
-        self.compacted = False
+        # told (segment, staged bytes or 0 once compacted) whenever those change, from whichever
+        # thread changed them: the LogStore keeps its total in O(1) per append (service.py) instead
+        # of summing every segment it holds on each append's disk check
+        self.listener: Callable[["StagedSegment", int], None] | None = None
+        self._compacted = False
+        self._bytes = 0
         self.file = SegmentFile(self.path)
-        self.bytes = 0
         self._pending: list[_Pending] = []
         self._flushing: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()  # serializes fence/complete/compact against flushes
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of data.log (0 before it exists)."""
+        return self._bytes
+
+    @bytes.setter
+    def bytes(self, v: int) -> None:
+        self._bytes = v
+        if self.listener is not None:
+            self.listener(self, 0 if self._compacted else v)
+
+    @property
+    def compacted(self) -> bool:
+        """data.compacted is there: the data is in object storage, not staged here."""
+        return self._compacted
+
+    @compacted.setter
+    def compacted(self, v: bool) -> None:
+        self._compacted = v
+        if self.listener is not None:
+            self.listener(self, 0 if v else self._bytes)
 
     # -- loading -------------------------------------------------------------------
     @classmethod

@@ -61,6 +61,10 @@ def test_marks_go_when_cancelled_or_when_the_pod_is_gone() -> None:
     assert marks_to_remove(spec(3), 3, 5, marks) == {}
     assert marks_to_remove(spec(3), 3, 4, marks) == {"wal-server-4": "e4"}
     assert marks_to_remove(spec(3), 3, 3, marks) == marks
+    # gone from the API but still registered (its lease not yet run out, or a LogStore running outside
+    # the pod): kept, or writers would choose it again; a cancelled one goes regardless
+    assert marks_to_remove(spec(3), 3, 3, marks, {"e4"}) == {"wal-server-3": "e3"}
+    assert marks_to_remove(spec(5), 5, 5, marks, {"e3", "e4"}) == marks
     # a mark that is not one of this StatefulSet's pods is stale
     assert marks_to_remove(spec(3), 3, 3, {"127.0.0.1:1": "127.0.0.1:1"}) == {"127.0.0.1:1": "127.0.0.1:1"}
 

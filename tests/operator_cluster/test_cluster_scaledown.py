@@ -138,8 +138,27 @@ def test_scale_down_4_to_3_decommissions_before_the_statefulset_is_lowered(
         sts_watch = Watch(api, f"/apis/apps/v1/namespaces/{ns}/statefulsets", resource_version=sts_rv)
         assert api.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/sd-server")["spec"]["replicas"] == 4
         before, t0 = len(writer.acked), time.monotonic()
+        # the kubelet's part, which this control plane has none of: the StatefulSet lowered, sd-server-3's
+        # pod is terminated — SIGTERM, so its LogStore deregisters on the way out, as in a real pod.  Until
+        # then it stays registered, and the operator keeps its mark (writers would choose it again)
+        lowered_stop = threading.Event()
+
+        def terminate_when_lowered() -> None:
+            while not lowered_stop.is_set():
+                try:
+                    if api.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/sd-server")["spec"]["replicas"] == 3:
+                        leaving.stop()
+                        return
+                except Exception:  # noqa: BLE001 - the API server briefly unavailable: look again
+                    pass
+                lowered_stop.wait(0.05)
+
+        terminator = threading.Thread(target=terminate_when_lowered, daemon=True)
+        terminator.start()
         merge_patch(api, cr_path(WPC, ns, "sd"), {"spec": {"replicas": 3}})
         done = wait_condition(api, WPC, ns, "sd", "ScalingDown", "False", timeout=180, reason="ScaleDownComplete")
+        lowered_stop.set()
+        terminator.join(10)
         seconds, during = time.monotonic() - t0, len(writer.acked) - before
         wpc_watch.stop()
         sts_watch.stop()
@@ -163,7 +182,8 @@ def test_scale_down_4_to_3_decommissions_before_the_statefulset_is_lowered(
         assert waiting and max(waiting) < min(lowered), (waiting, lowered)
         assert not done["status"].get("scaleDown")  # status.scaleDown removed once done
         assert held(base, leaving.endpoint) == []
-        # the pod is gone: so is its LogStore, disk and all; the writer does not notice
+        assert not leaving.proc.alive()  # terminated with its pod, before the mark could go
+        # the pod is gone: so is its LogStore's disk; the writer does not notice
         leaving.kill()
         shutil.rmtree(leaving.data_dir, ignore_errors=True)
         n = len(writer.acked)

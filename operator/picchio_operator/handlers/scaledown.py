@@ -81,12 +81,12 @@ async def _pass(rt: Runtime, c: ClusterSpec, client: Any, leaving: list[str], cu
 
     meta = client.meta
     marks = {str(doc.get("pod") or ep): ep for ep, doc in (await decommission.marked(meta)).items()}
-    removed = marks_to_remove(c, current, present, marks)
+    regs = await live_logstores(meta)
+    removed = marks_to_remove(c, current, present, marks, {r.get("endpoint") for r in regs})
     for ep in removed.values():
         await decommission.unmark(meta, ep)
     if not leaving:
         return None, removed
-    regs = await live_logstores(meta)
     eps: dict[str, str] = {}
     for pod in leaving:
         eps[pod] = marks.get(pod) or endpoint_of(c, pod, regs)

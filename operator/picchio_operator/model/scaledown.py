@@ -15,7 +15,7 @@ terminating must not be chosen for a new ensemble).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,15 +59,19 @@ def leaving_pods(c: ClusterSpec, current: int | None) -> list[str]:
 
 
 def marks_to_remove(c: ClusterSpec, current: int | None, present: int,
-                    marks: Mapping[str, str]) -> dict[str, str]:
+                    marks: Mapping[str, str], registered: Collection[str] = ()) -> dict[str, str]:
     """Of the marks (pod → endpoint), those to delete now: a pod the spec
     keeps again (cancelled), or a removed pod that is gone (``present`` pods
-    exist).  A removed pod still terminating keeps its mark."""
+    exist) and whose LogStore no longer holds a registration (``registered``:
+    endpoints in etcd).  A removed pod still terminating keeps its mark, and so
+    does one whose registration outlives it (its lease has not run out): writers
+    choose ensembles among registrations, and an unmarked one would be chosen
+    again — by a LogStore that is gone, or one still running outside the pod."""
     keep = set(leaving_pods(c, current))
     out = {}
     for pod, ep in marks.items():
         o = ordinal_of(c, pod)
-        if o is None or o < c.replicas or (pod not in keep and o >= present):
+        if o is None or o < c.replicas or (pod not in keep and o >= present and ep not in registered):
             out[pod] = ep
     return out
 
