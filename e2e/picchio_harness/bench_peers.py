@@ -84,29 +84,13 @@ def _say(msg: str) -> None:
 
 
 def raw_slice(directory: Path, size: int, batch: int, seconds: float) -> tuple[int, float, list[float]]:
-    """``batch`` writes of ``size`` bytes then one fdatasync, for ``seconds`` → (bytes, elapsed,
-    per-fdatasync latencies in ms)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "raw-fdatasync.bin"
-    buf = os.urandom(size)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    lat: list[float] = []
-    written = 0
-    try:
-        end = time.monotonic() + seconds
-        t0 = time.perf_counter()
-        while time.monotonic() < end:
-            s = time.perf_counter()
-            for _ in range(batch):
-                os.write(fd, buf)
-            os.fdatasync(fd)
-            lat.append((time.perf_counter() - s) * 1e3)
-            written += batch * size
-        elapsed = time.perf_counter() - t0
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-    return written, elapsed, lat
+    """``batch`` entries of ``size`` bytes framed as one block, written then fdatasync'd, for
+    ``seconds`` → (bytes, elapsed, per-fdatasync latencies in ms): ``picchio bench append``'s own
+    raw limit (logstore/cli/bench_raw.py), so both benches measure the disk the same way."""
+    from logstore.cli.bench_raw import raw_disk
+
+    r = raw_disk(directory, size, batch, seconds, replicas=1, quorum=1, tick=lambda: None)
+    return r["bytes"], r["seconds"], [x * 1e3 for x in r["lat"]]
 
 
 # --- one side per system: open(size, inflight) → slice(seconds) … → close() -------------------------------------
@@ -324,7 +308,7 @@ async def _workload(sides: dict[str, Any], label: str, size: int, inflight: int,
     raw_bytes, raw_t = sum(b for b, _, _ in raw), sum(t for _, t, _ in raw)
     raw_lat = [x for _, _, lat in raw for x in lat]
     return {"workload": label, "entry_size": size, "in_flight": inflight,
-            "raw": {"what": f"write {size} B ×{inflight} + fdatasync, same directory",
+            "raw": {"what": f"writev of a framed block of {inflight} × {size} B + fdatasync, same directory",
                     "mb_per_s": round(raw_bytes / raw_t / 1e6, 1),
                     "mb_per_s_by_round": [round(b / t / 1e6, 1) for b, t, _ in raw],
                     "fdatasync_p50_ms": round(pct(raw_lat, 50), 3), "fdatasync_p99_ms": round(pct(raw_lat, 99), 3)},
@@ -342,7 +326,7 @@ async def _tail(tails: dict[str, Any], entries: int, rounds: int, interval: floa
             _say(f"tail round {r + 1}/{rounds}: {n} ({per} entries)")
             got[n].append(await tails[n](per, interval))
     out: dict[str, Any] = {"entries_per_system": per * rounds, "interval_s": interval,
-                           "raw": {"what": "write 4096 B + fdatasync, same directory",
+                           "raw": {"what": "writev of a framed 4096 B entry + fdatasync, same directory",
                                    "fdatasync_p50_ms": round(pct(raw, 50), 3),
                                    "fdatasync_p99_ms": round(pct(raw, 99), 3)},
                            "systems": {n: _tail_summary(v) for n, v in got.items()}}

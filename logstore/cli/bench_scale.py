@@ -63,6 +63,7 @@ from typing import Any, Iterator
 
 from .. import Client, Config
 from ..config import parse_size
+from .bench_raw import raw_puts
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -312,22 +313,9 @@ def _raw_files(directory: Path, files: int, size: int, inflight: int, seconds: f
 
 
 async def _raw_puts(cfg: Config, size: int, inflight: int, seconds: float) -> float:
-    """``inflight`` conditional PUTs of ``size``-byte objects in flight → PUTs/s."""
-    from ..storage.s3 import S3
-    s3 = S3(cfg, pool_size=inflight + 4)
-    body, prefix, n = os.urandom(size), f"{cfg['minio.rootPath']}/raw-scale", [0]
-    end = time.monotonic() + seconds
-
-    async def work() -> None:
-        while time.monotonic() < end:
-            n[0] += 1
-            await s3.put(f"{prefix}/{n[0]}.blk", body, if_absent=True)
-    t0 = time.perf_counter()
-    await asyncio.gather(*(work() for _ in range(inflight)))
-    elapsed = time.perf_counter() - t0
-    await s3.delete_many([o.key for o in await s3.list(prefix + "/")])
-    await s3.close()
-    return n[0] / elapsed
+    """``inflight`` conditional PUTs of ``size``-byte objects in flight → PUTs/s (bench_raw's loop)."""
+    r = await raw_puts(cfg, size, inflight, seconds, lambda: None)
+    return len(r["lat"]) / r["seconds"]
 
 
 async def _raw(args: argparse.Namespace, cfg: Config, n: int, size: int) -> dict[str, Any] | None:
