@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, Iterator
 
 from .errors import CorruptionError
 
@@ -65,35 +66,41 @@ def f_str(num: int, v: str) -> bytes:
     return f_bytes(num, v.encode())
 
 
-def fields(b: bytes | memoryview) -> list[tuple[int, int, object]]:
-    """Split a message into (field number, wire type, raw value) triples."""
-    out: list[tuple[int, int, object]] = []
+def iter_fields(b: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of each field in order; a
+    length-delimited value is a slice of ``b`` (a view when ``b`` is a
+    memoryview: the LogStore's hot path decodes blocks without copying them)."""
     i, n = 0, len(b)
     while i < n:
         k, i = _read_varint(b, i)
         num, wt = k >> 3, k & 7
         if wt == _VARINT:
             v, i = _read_varint(b, i)
-            out.append((num, wt, v))
+            yield num, wt, v
         elif wt == _I64:
             if i + 8 > n:
                 raise CorruptionError("truncated protobuf fixed64")
-            out.append((num, wt, struct.unpack_from("<Q", b, i)[0]))
+            yield num, wt, struct.unpack_from("<Q", b, i)[0]
             i += 8
         elif wt == _LEN:
             ln, i = _read_varint(b, i)
             if i + ln > n:
                 raise CorruptionError("truncated protobuf length-delimited field")
-            out.append((num, wt, bytes(b[i:i + ln])))
+            yield num, wt, b[i:i + ln]
             i += ln
         elif wt == _I32:
             if i + 4 > n:
                 raise CorruptionError("truncated protobuf fixed32")
-            out.append((num, wt, struct.unpack_from("<I", b, i)[0]))
+            yield num, wt, struct.unpack_from("<I", b, i)[0]
             i += 4
         else:
             raise CorruptionError(f"unsupported protobuf wire type {wt}")
-    return out
+
+
+def fields(b: bytes | memoryview) -> list[tuple[int, int, object]]:
+    """Split a message into (field number, wire type, raw value) triples
+    (length-delimited values as ``bytes`` of their own)."""
+    return [(num, wt, bytes(v) if wt == _LEN else v) for num, wt, v in iter_fields(b)]
 
 
 class SegmentState(IntEnum):

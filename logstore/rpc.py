@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import CorruptionError
-from .proto import _key, _read_varint, _signed, encode_properties, fields as split_fields, layout_prefix, varint
+from .proto import (_key, _read_varint, _signed, encode_properties, fields as split_fields, iter_fields, layout_prefix,
+                    varint)
 
 SERVICE = "woodpecker.proto.logstore.LogStore"
 
@@ -244,70 +244,34 @@ class AddEntriesRequest(Msg):
         and then its value: two copies of every block, ~4% of a LogStore's
         samples at 1 MiB × 16).  Same result as ``Msg.decode`` otherwise: unknown
         fields skipped, the last value of a scalar wins, proto3 defaults."""
-        mv = memoryview(data)
         req = cls()
         entries = req.entries
-        i, n = 0, len(mv)
-        while i < n:
-            k, i = _read_varint(mv, i)
-            num, wt = k >> 3, k & 7
+        for num, wt, v in iter_fields(memoryview(data)):
             if wt == _LEN:
-                ln, i = _read_varint(mv, i)
-                end = i + ln
-                if end > n:
-                    raise CorruptionError("truncated protobuf length-delimited field")
                 if num == 4:
-                    entries.append(_decode_entry(mv[i:end]))
+                    entries.append(_decode_entry(v))
                 elif num == 1:
-                    req.bucket_name = str(mv[i:end], "utf-8")
+                    req.bucket_name = str(v, "utf-8")
                 elif num == 2:
-                    req.root_path = str(mv[i:end], "utf-8")
+                    req.root_path = str(v, "utf-8")
                 elif num == INSTANCE_FIELD:
-                    req.expected_instance = str(mv[i:end], "utf-8")
-                i = end
-            elif wt == _VARINT:
-                v, i = _read_varint(mv, i)
-                if num == 3:
-                    req.log_id = _signed(v)
-            else:
-                i = _skip(mv, i, wt)
+                    req.expected_instance = str(v, "utf-8")
+            elif wt == _VARINT and num == 3:
+                req.log_id = _signed(v)
         return req
 
 
 def _decode_entry(mv: memoryview) -> LogEntry:
     e = LogEntry()
-    i, n = 0, len(mv)
-    while i < n:
-        k, i = _read_varint(mv, i)
-        num, wt = k >> 3, k & 7
+    for num, wt, v in iter_fields(mv):
         if wt == _VARINT:
-            v, i = _read_varint(mv, i)
             if num == 1:
                 e.segId = _signed(v)
             elif num == 2:
                 e.entryId = _signed(v)
-        elif wt == _LEN:
-            ln, i = _read_varint(mv, i)
-            if i + ln > n:
-                raise CorruptionError("truncated protobuf length-delimited field")
-            if num == 3:
-                e.values = mv[i:i + ln]  # type: ignore[assignment]  # a view: the block is written from it
-            i += ln
-        else:
-            i = _skip(mv, i, wt)
+        elif wt == _LEN and num == 3:
+            e.values = v  # a view: the block is written from it
     return e
-
-
-def _skip(mv: memoryview, i: int, wt: int) -> int:
-    if wt == _I64:
-        i += 8
-    elif wt == _I32:
-        i += 4
-    else:
-        raise CorruptionError(f"unsupported protobuf wire type {wt}")
-    if i > len(mv):
-        raise CorruptionError("truncated protobuf fixed field")
-    return i
 
 
 def encode_add_entries(bucket: str, root: str, log_id: int, seg_id: int, first: int,
