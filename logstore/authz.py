@@ -28,7 +28,7 @@ _READ = frozenset({"GetBatchEntriesAdv", "GetSegmentLastAddConfirmed", "GetSegme
                    "SubscribeEntries"})
 _WRITE = _READ | frozenset({"AddEntries", "AddEntry", "FenceSegment", "CompleteSegment", "UpdateLastAddConfirmed",
                             "CompactSegment", "NotifySegmentCompacted", "CleanSegment", "MarkLogDeleted",
-                            "MarkInstanceDeleted", "SelectNodes"})
+                            "MarkInstanceDeleted", "SelectNodes", "WriteBatch"})
 
 # RPC name → roles allowed to call it (admin may call everything, also RPCs not listed here)
 ALLOWED: dict[str, frozenset[str]] = {rpc: frozenset({"admin", "writer"} | ({"reader"} if rpc in _READ else set()))

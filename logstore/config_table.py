@@ -135,6 +135,10 @@ SETTINGS: tuple[Setting, ...] = (
     X(_C + "quorum.writeQuorum", "int", 3, "service mode: LogStores each entry is sent to", minimum=1),
     X(_C + "quorum.ackQuorum", "int", 2, "service mode: durable copies before an ack", minimum=1),
     X(_C + "quorum.strategy", "enum", "random", "service mode: ensemble choice", choices=("random", "zone-spread")),
+    X(_C + "quorum.writeBatch", "bool", True,
+      "service mode: the AddEntries and LAC updates of different segments bound for one LogStore in the same "
+      "instant go in one WriteBatch call (picchio's LogStore; Woodpecker's answers UNIMPLEMENTED and then gets "
+      "one call each); off: one call per block and replica"),
     X(_C + "quorum.requestTimeout", "duration", 5.0,
       "service mode: how long an append waits for its quorum before failing", unit="s", minimum=0.01),
     # -- woodpecker.logstore.segmentSyncPolicy ----------------------------------------------------
@@ -146,6 +150,11 @@ SETTINGS: tuple[Setting, ...] = (
       unit="ms", minimum=0.0),
     W(_SYNC + "maxIntervalForService", "duration", 0.001,
       "service mode: longest an entry waits on a LogStore before its block is synced", unit="ms", minimum=0.0),
+    X(_SYNC + "groupSync", "enum", "auto",
+      "local files (embedded local storage, and a LogStore's staged segments): blocks that many segments write at the same moment share one "
+      "syncfs(2) instead of one fdatasync each (a group commit across logs); auto: on where syncfs is a durable "
+      "flush (ext3/ext4/xfs/btrfs/f2fs, Linux >= 5.8), off elsewhere (FUSE and network file systems); off: one "
+      "fdatasync per block", choices=("auto", "off")),
     W(_SYNC + "maxEntries", "int", 10_000, "most entries buffered before append() waits (back-pressure)", minimum=1),
     W(_SYNC + "maxBytes", "size", 256_000_000,
       "most bytes buffered before append() waits (back-pressure); also the largest local block", minimum=1),

@@ -515,6 +515,59 @@ class SubscribeEntriesResponse(Msg):
         return [e.entryId for e in self.entries]
 
 
+@dataclass
+class WriteBatchRequest(Msg):
+    """picchio's own RPC (Woodpecker's LogStore has none: a client that gets
+    UNIMPLEMENTED goes back to one call each): the AddEntries and
+    UpdateLastAddConfirmed requests of many segments for one LogStore, sent at
+    the same moment, in one call.  Each item is byte for byte the request it
+    stands for, with its own expected instance.  Why: with many logs every block
+    carries one entry, and a gRPC call costs ~1 ms of CPU across client and
+    server on this machine — the group commit across logs, on the wire."""
+    adds: list = field(default_factory=list)
+    lacs: list = field(default_factory=list)
+    FIELDS = ((1, "adds", "rep:msg:AddEntriesRequest"), (2, "lacs", "rep:msg:UpdateLastAddConfirmedRequest"))
+
+    @classmethod
+    def decode(cls, data: bytes) -> "WriteBatchRequest":
+        """Entries stay views into the message, as in AddEntriesRequest.decode."""
+        req = cls()
+        for num, wt, v in iter_fields(memoryview(data)):
+            if wt == _LEN and num == 1:
+                req.adds.append(AddEntriesRequest.decode(v))
+            elif wt == _LEN and num == 2:
+                req.lacs.append(UpdateLastAddConfirmedRequest.decode(bytes(v)))
+        return req
+
+
+def encode_write_batch(adds: list[bytes | Pieces], lacs: list[bytes]) -> Pieces:
+    """A WriteBatchRequest from encoded items (each already carrying its expected
+    instance), the payloads still by reference."""
+    out = Pieces()
+    k1, k2 = _key(1, _LEN), _key(2, _LEN)
+    for item in adds:
+        n = sum(len(p) for p in item) if isinstance(item, Pieces) else len(item)
+        out.append(k1 + varint(n))
+        if isinstance(item, Pieces):
+            out.extend(item)
+        else:
+            out.append(item)
+    for item in lacs:
+        out.append(k2 + varint(len(item)) + item)
+    return out
+
+
+@dataclass
+class WriteBatchResponse(Msg):
+    """One reply per item, in the request's order (AddEntries: its final frame)."""
+    adds: list = field(default_factory=list)
+    lacs: list = field(default_factory=list)
+    status: Status | None = None  # set when the whole call failed (then there are no items)
+    instance: str = ""
+    FIELDS = ((1, "adds", "rep:msg:AddEntriesResponse"), (2, "lacs", "rep:msg:StatusOnly"), (3, "status", "msg:Status"),
+              _INSTANCE)
+
+
 # RPC name → (request type, response type, server-streaming?)
 METHODS: dict[str, tuple[type[Msg], type[Msg], bool]] = {
     "AddEntries": (AddEntriesRequest, AddEntriesResponse, True),
@@ -532,6 +585,7 @@ METHODS: dict[str, tuple[type[Msg], type[Msg], bool]] = {
     "MarkInstanceDeleted": (MarkInstanceDeletedRequest, StatusOnly, False),
     "SelectNodes": (SelectNodesRequest, SelectNodesResponse, False),
     "SubscribeEntries": (SubscribeEntriesRequest, SubscribeEntriesResponse, True),
+    "WriteBatch": (WriteBatchRequest, WriteBatchResponse, False),
 }
 
 

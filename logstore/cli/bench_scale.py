@@ -335,6 +335,12 @@ async def _raw(args: argparse.Namespace, cfg: Config, n: int, size: int) -> dict
     return {"what": what, "ops_per_s": round(ops, 1)}
 
 
+def _group_counts(c: Client) -> tuple | None:
+    """(syncfs calls, blocks in them, seconds in syncfs, seconds busy) of a local client's group commit, or None."""
+    g = getattr(c.backend, "group", None)
+    return (g.groups, g.blocks, g.sync_seconds, g.cycle_seconds) if g is not None else None
+
+
 def _client_s3(c: Client) -> int:
     s3 = getattr(c.backend, "s3", None)
     return int(getattr(s3, "requests", 0))
@@ -357,6 +363,7 @@ async def _point(c: Client, args: argparse.Namespace, n: int, point_no: int, siz
     lat: list[float] = []
     count = 0
     cpu0, etcd0, s30, cs30 = procs.cpu(), _scrape(etcd_url), _scrape(s3_url), _client_s3(c)
+    g0 = _group_counts(c)
     t0 = time.perf_counter()
     end = time.monotonic() + args.seconds
 
@@ -376,6 +383,7 @@ async def _point(c: Client, args: argparse.Namespace, n: int, point_no: int, siz
     await asyncio.gather(*(worker(k) for k in range(args.inflight)))
     secs = time.perf_counter() - t0
     cpu1, etcd1, s31, cs31 = procs.cpu(), _scrape(etcd_url), _scrape(s3_url), _client_s3(c)
+    g1 = _group_counts(c)
     rss_load, fds_load = procs.rss(), procs.fds()
     prog.line(f"{label}: raw limit…", True)
     raw = await _raw(args, c.config, n, size)
@@ -419,6 +427,12 @@ async def _point(c: Client, args: argparse.Namespace, n: int, point_no: int, siz
                  "s3_requests_per_s": round((ics31 - ics30) / isecs, 1),
                  "minio_s3_requests_per_s_approx":
                      round((_s3_total(is31) - _s3_total(is30)) / isecs, 1) if s3_url else None},
+        # local: blocks made durable by one syncfs per group (groupsync.py); None: group commit off
+        "group_sync": {"syncs_per_s": round((g1[0] - g0[0]) / secs, 1),
+                       "blocks_per_sync": round((g1[1] - g0[1]) / (g1[0] - g0[0]), 2) if g1[0] > g0[0] else None,
+                       "sync_ms": round((g1[2] - g0[2]) / max(1, g1[0] - g0[0]) * 1e3, 3),
+                       "busy": round((g1[3] - g0[3]) / secs, 3)}
+        if g0 is not None and g1 is not None else None,
         "open_seconds": round(open_s, 2), "close_seconds": round(close_s, 2),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }

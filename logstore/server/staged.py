@@ -23,6 +23,7 @@ from typing import Callable
 from ..codec import BlockBuilder, BlockHeader, DecodedBlock, Footer, merge_blocks
 from ..errors import LogstoreError
 from ..storage.base import BlockRef
+from ..storage.groupsync import GroupSync, Write
 from ..storage.segfile import SegmentFile, fsync_dir, makedirs_durable, read_block, read_layout
 from ..rpc import Code
 
@@ -40,6 +41,11 @@ class _Pending:
     first: int
     values: list[bytes]
     future: asyncio.Future
+
+
+def _no_check() -> None:
+    """Staged segments have no lock file or fence check under it: the LogStore is
+    their only writer and fences them itself (``fence`` below)."""
 
 
 class StagedSegment:
@@ -65,6 +71,8 @@ class StagedSegment:
         self._flushing: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()  # serializes fence/complete/compact against flushes
+        #: the LogStore's group commit (storage/groupsync.py): blocks of many segments, one syncfs
+        self.group: GroupSync | None = None
 
     @property
     def bytes(self) -> int:
@@ -90,8 +98,10 @@ class StagedSegment:
 
     # -- loading -------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: Path, log_id: int, seg_id: int, sync_wait: float) -> "StagedSegment":
+    def open(cls, directory: Path, log_id: int, seg_id: int, sync_wait: float,
+             group: GroupSync | None = None) -> "StagedSegment":
         s = cls(directory, log_id, seg_id, sync_wait)
+        s.group = group
         s.fenced = (directory / "write.fence").exists()
         s.compacted = (directory / "data.compacted").exists()
         if s.path.exists():
@@ -173,7 +183,10 @@ class StagedSegment:
             batch, self._pending = self._pending, []
             async with self._lock:
                 try:
-                    await asyncio.to_thread(self._write, batch)
+                    if self.group is not None:
+                        await self._group_write(batch)
+                    else:
+                        await asyncio.to_thread(self._write, batch)
                 except BaseException as e:  # noqa: BLE001 - every waiter learns of the failure
                     err = e if isinstance(e, StagedError) else StagedError(
                         Code.DISK_FULL if isinstance(e, OSError) and e.errno == 28 else Code.INTERNAL,
@@ -190,15 +203,35 @@ class StagedSegment:
                     p.future.set_result(None)
             self._changed.set()
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def _create(self) -> None:
         if self.file.fd < 0:
             makedirs_durable(self.dir)
             self.file.create()
+
+    def _block(self, batch: list[_Pending]) -> tuple[BlockHeader, list]:
         bb = BlockBuilder()
         for p in batch:
             for v in p.values:
                 bb.add_raw(v)
-        ref = self.file.append_block(bb.header(len(self.blocks), batch[0].first), bb.pieces)
+        return bb.header(len(self.blocks), batch[0].first), bb.pieces
+
+    def _write(self, batch: list[_Pending]) -> None:
+        self._create()
+        header, pieces = self._block(batch)
+        self._written(self.file.append_block(header, pieces))
+
+    async def _group_write(self, batch: list[_Pending]) -> None:
+        """The block through the group commit: written in its thread, synced with
+        the blocks other segments wrote at the same moment (one syncfs)."""
+        if self.file.fd < 0:
+            await asyncio.to_thread(self._create)
+        header, pieces = self._block(batch)
+        f = self.file
+        self._written(await self.group.submit(Write(  # type: ignore[union-attr]
+            f.fd, -1, header.block_length, _no_check, lambda: f.write_block(header, pieces), f.cut,
+            lambda start: f.block_written(header, start))))
+
+    def _written(self, ref: BlockRef) -> None:
         self.blocks.append(ref)
         self.bytes = self.file.pos
         self.last_entry = ref.last_entry_id

@@ -25,6 +25,7 @@ from ..codec import (BLOCK_HEADER_RECORD_SIZE, FOOTER_RECORD_SIZE, HEADER_RECORD
 from ..config import Config
 from ..errors import CorruptionError, StorageError, StorageFullError, WriterFencedError
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
+from .groupsync import GroupSync, Write, syncfs_safe
 from .segfile import (SegmentFile, check_index, claimed_length, fsync_dir, makedirs_durable, read_block,
                       read_layout, valid_block_after, walk_headers)
 
@@ -95,13 +96,15 @@ def _announce(fd: int) -> None:
 
 
 class LocalSegmentWriter(SegmentWriter):
-    def __init__(self, paths: _Paths, log_id: int, seg_id: int) -> None:
+    def __init__(self, paths: _Paths, log_id: int, seg_id: int, group: GroupSync | None = None) -> None:
         self.paths, self.log_id, self.seg_id = paths, log_id, seg_id
         self.lock = _Lock(paths.lock)
         self.file = SegmentFile(paths.data)
+        self.group = group
+        self._fence = str(paths.fence)  # checked before every block: no Path objects on that path
 
     def _check_fence(self) -> None:
-        if self.paths.fence.exists():
+        if os.path.exists(self._fence):
             raise WriterFencedError(f"segment {self.log_id}/{self.seg_id} was fenced by another writer")
         if self.file.fd >= 0 and os.fstat(self.file.fd).st_nlink == 0:  # the log was deleted under us
             raise WriterFencedError(f"segment {self.log_id}/{self.seg_id} was deleted")
@@ -128,9 +131,23 @@ class LocalSegmentWriter(SegmentWriter):
         finally:
             self.lock.release()
 
+    def _group_write(self, header: BlockHeader, pieces: list) -> Write:
+        """This block as one write of the group commit (groupsync.py)."""
+        f = self.file
+
+        def done(start: int) -> BlockRef:
+            ref = f.block_written(header, start)
+            _announce(f.fd)
+            return ref
+
+        return Write(f.fd, self.lock.fd, header.block_length, self._check_fence,
+                     lambda: f.write_block(header, pieces), f.cut, done)
+
     async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None,
                           times: list | None = None) -> BlockRef:
         try:
+            if self.group is not None:
+                return await self.group.submit(self._group_write(header, pieces))
             return await asyncio.to_thread(self._write_block, header, pieces)
         except OSError as e:
             raise storage_error(f"segment {self.log_id}/{self.seg_id}: writing block {header.block_number}", e) from e
@@ -171,6 +188,9 @@ class LocalBackend(Backend):
 
     def __init__(self, config: Config) -> None:
         self.root = Path(config["woodpecker.storage.rootPath"]) / config["minio.rootPath"]
+        self._group_mode = config["woodpecker.logstore.segmentSyncPolicy.groupSync"]
+        #: the group commit shared by this backend's writers; None: one fdatasync per block
+        self.group: GroupSync | None = None
 
     def _paths(self, log_id: int, seg_id: int) -> _Paths:
         return _Paths(self.root / str(log_id) / str(seg_id))
@@ -178,15 +198,22 @@ class LocalBackend(Backend):
     async def start(self) -> None:
         try:
             await asyncio.to_thread(makedirs_durable, self.root)
+            if self._group_mode == "auto" and self.group is None and await asyncio.to_thread(syncfs_safe, self.root):
+                self.group = GroupSync(self.root)
         except OSError as e:
             raise StorageError(f"cannot create storage root {self.root}: {e}") from e
+
+    async def close(self) -> None:
+        if self.group is not None:
+            group, self.group = self.group, None
+            await asyncio.to_thread(group.close)
 
     async def create_segment(self, log_id: int, seg_id: int, quorum=None) -> SegmentWriter:
         paths = self._paths(log_id, seg_id)
 
         def make() -> LocalSegmentWriter:
             makedirs_durable(paths.dir)
-            w = LocalSegmentWriter(paths, log_id, seg_id)
+            w = LocalSegmentWriter(paths, log_id, seg_id, self.group)
             try:
                 w.create()
             except BaseException:

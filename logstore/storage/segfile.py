@@ -49,7 +49,6 @@ def writev_all(fd: int, pieces: list, offset: int) -> None:
     """Write every piece at ``offset``, coping with partial writes.  Sequential
     ``writev`` calls of about 1 MiB each: measured here, single huge writes
     (16 MiB in one call) copy into the page cache at half the speed."""
-    os.lseek(fd, offset, os.SEEK_SET)
     bufs = [memoryview(p) for p in pieces if len(p)]
     i = 0
     while i < len(bufs):
@@ -58,7 +57,8 @@ def writev_all(fd: int, pieces: list, offset: int) -> None:
             b = bufs[i + len(chunk)]
             chunk.append(b)
             size += len(b)
-        n = os.writev(fd, chunk)
+        n = os.pwritev(fd, chunk, offset)
+        offset += n
         while n:
             if n >= len(bufs[i]):
                 n -= len(bufs[i])
@@ -84,18 +84,36 @@ class SegmentFile:
         fsync_dir(self.path.parent)
 
     def append_block(self, header: BlockHeader, pieces: list) -> BlockRef:
+        start = self.write_block(header, pieces)
+        try:
+            os.fdatasync(self.fd)
+        except OSError:
+            self.cut(start)
+            raise
+        return self.block_written(header, start)
+
+    def write_block(self, header: BlockHeader, pieces: list) -> int:
+        """Write a block after the last one, not yet synced → where it starts
+        (for :meth:`cut` or :meth:`block_written`).  A failed write is cut off."""
         start = self.pos
         prefix = [HeaderRecord(0).encode()] if start == 0 else []
         try:
             writev_all(self.fd, [*prefix, header.encode(), *pieces], start)
-            os.fdatasync(self.fd)
         except OSError:
-            try:
-                os.ftruncate(self.fd, start)
-            except OSError:
-                pass
+            self.cut(start)
             raise
-        offset = start + (HEADER_RECORD_SIZE if prefix else 0)
+        return start
+
+    def cut(self, start: int) -> None:
+        """Remove a block that was written but not made durable (a retry rewrites it at ``start``)."""
+        try:
+            os.ftruncate(self.fd, start)
+        except OSError:
+            pass
+
+    def block_written(self, header: BlockHeader, start: int) -> BlockRef:
+        """The block written at ``start`` is durable: it becomes the file's end."""
+        offset = start + (HEADER_RECORD_SIZE if start == 0 else 0)
         size = BLOCK_HEADER_RECORD_SIZE + header.block_length
         self.pos = offset + size
         return BlockRef(header.block_number, header.first_entry_id, header.last_entry_id, size, offset)

@@ -31,145 +31,22 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import grpc
-
 from ..codec import BlockHeader, DecodedBlock
 from ..config import Config
 from ..errors import PermissionDeniedError, QuorumUnavailableError, StorageError, StorageFullError, WriterFencedError
 from ..meta import MetaStore
-from ..tlsfiles import TLSFileError, WatchedFiles, check_pem
 from ..proto import QuorumInfo
-from ..rpc import (METHODS, SERVICE, AddEntryState, CleanSegmentRequest, Code,
+from ..rpc import (CleanSegmentRequest, Code,
                    CompactSegmentRequest, CompleteSegmentRequest, FenceSegmentRequest, GetBatchEntriesAdvRequest,
                    GetSegmentBlockCountRequest, GetSegmentLastAddConfirmedRequest, MarkLogDeletedRequest,
-                   NotifySegmentCompactedRequest, Pieces, UpdateLastAddConfirmedRequest, encode_add_entries,
-                   with_expected_instance)
+                   NotifySegmentCompactedRequest, Pieces, UpdateLastAddConfirmedRequest, encode_add_entries)
 from .base import Backend, BlockRef, Recovered, ScanResult, SegmentWriter
+from .node import Node, NodeError
 from .objects import ObjectBackend, ObjectCursor
 
 log = logging.getLogger(__name__)
 _LAC_PUSH_DELAY = 0.0  # readers in other processes wait for the push (tailpush.py): none when idle
 _SUSPECT_FOR = 30.0  # seconds a LogStore that failed a call is left out of new ensembles (unless a probe finds it back)
-
-
-class NodeError(Exception):
-    def __init__(self, endpoint: str, code: int, message: str, retriable: bool = True, instance: str = "") -> None:
-        super().__init__(f"{endpoint}: {message}")
-        self.endpoint, self.code, self.retriable = endpoint, code, retriable
-        self.instance = instance  # who answered ("" when nothing did)
-
-
-class Node:
-    """One LogStore endpoint: a channel and a callable per RPC.
-
-    With TLS, the client's cert/key/CA files are checked (at most once a
-    second, when a call is made); once they changed, later calls go through a
-    new channel built from them — rotation without a restart — while calls
-    already in flight finish on the old one, closed after a grace period."""
-
-    _GRACE = 120.0  # seconds in-flight calls get on a replaced channel (longer than any call's deadline)
-
-    def __init__(self, endpoint: str, config: Config, options: tuple[tuple[str, Any], ...] = ()) -> None:
-        """``options``: more gRPC channel arguments (a probe that must make its own
-        handshake passes ``grpc.use_local_subchannel_pool``: gRPC otherwise shares
-        connections between channels with equal credentials)."""
-        self.endpoint = endpoint
-        self._tls = _watched_tls(config)
-        self._opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
-                      *options]
-        if config["woodpecker.logstore.tls.serverName"]:
-            self._opts.append(("grpc.ssl_target_name_override", config["woodpecker.logstore.tls.serverName"]))
-        self._retired: dict[asyncio.Future, grpc.aio.Channel] = {}  # closing (in-flight calls finish) → channel
-        self.rebuilds = 0  # channels replaced after the TLS files changed
-        self._connect(_credentials(self._tls) if self._tls else None)
-
-    def _connect(self, creds: grpc.ChannelCredentials | None) -> None:
-        self.channel = (grpc.aio.secure_channel(self.endpoint, creds, options=self._opts) if creds
-                        else grpc.aio.insecure_channel(self.endpoint, options=self._opts))
-        self._calls: dict[str, Any] = {}
-        for name, (req_t, resp_t, streaming) in METHODS.items():
-            make = self.channel.unary_stream if streaming else self.channel.unary_unary
-            self._calls[name] = make(f"/{SERVICE}/{name}", request_serializer=_serialize,
-                                     response_deserializer=resp_t.decode)
-
-    def _maybe_rotate(self) -> None:
-        if self._tls is None or not self._tls.changed():
-            return
-        try:
-            creds = _credentials(self._tls, check=True)
-        except (OSError, TLSFileError) as e:
-            log.warning("%s: new TLS files not usable, keeping the current channel: %s", self.endpoint,
-                        f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else e)
-            return
-        old = self.channel
-        self._connect(creds)
-        self.rebuilds += 1
-        t = asyncio.ensure_future(old.close(grace=self._GRACE))
-        self._retired[t] = old
-        t.add_done_callback(lambda t: self._retired.pop(t, None))
-        log.info("%s: TLS files changed: new calls use a new channel", self.endpoint)
-
-    async def call(self, name: str, req: Any, timeout: float, expect: str = "") -> Any:
-        """One RPC within ``timeout`` seconds.  ``expect``: the instance recorded
-        for this replica; the request carries it (the LogStore refuses it if it is
-        another instance) and a reply from any other instance raises NodeError
-        with Code.WRONG_INSTANCE — that replica is gone, whatever it says."""
-        if expect:
-            req = with_expected_instance(req if isinstance(req, (bytes, Pieces)) else req.encode(), expect)
-        if timeout <= 0:
-            raise NodeError(self.endpoint, -1, f"{name}: deadline exceeded before the call")
-        self._maybe_rotate()
-        try:
-            if METHODS[name][2]:
-                # AddEntries: a Buffered frame naming the batch's entries may come first; then
-                # Synced/Failed frames.  Woodpecker's LogStore sends one Synced frame per flushed
-                # run (a batch can take several), so the replica holds the batch only once Synced
-                # frames covered every entry the Buffered frame named; any Failed frame fails it.
-                last, pending = None, None
-                async for resp in self._calls[name](req, timeout=timeout):
-                    last = resp
-                    ids = resp.entry_id if isinstance(resp.entry_id, list) else [resp.entry_id]  # AddEntry: one id
-                    if resp.state == AddEntryState.BUFFERED:
-                        pending = set(ids) if pending is None else pending
-                        continue
-                    if resp.state != AddEntryState.SYNCED or pending is None:
-                        break
-                    pending.difference_update(ids)
-                    if not pending:
-                        break
-                else:
-                    if pending:
-                        raise NodeError(self.endpoint, -1, f"{name}: the stream ended with entries "
-                                        f"{sorted(pending)[:3]}… neither Synced nor Failed")
-                resp = last
-            else:
-                resp = await self._calls[name](req, timeout=timeout)
-        except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.PERMISSION_DENIED:  # the same everywhere, every time: no retry
-                raise PermissionDeniedError(f"LogStore {self.endpoint}: {e.details()}") from None
-            raise NodeError(self.endpoint, -1, f"{name}: {e.code().name}: {e.details()}") from None
-        if resp is None:
-            raise NodeError(self.endpoint, -1, f"{name}: the stream ended without a reply")
-        got = getattr(resp, "instance", "")
-        if expect and got != expect:
-            raise NodeError(self.endpoint, Code.WRONG_INSTANCE,
-                            f"{name}: answered by instance {got or '(none)'}, the segment was placed on {expect} "
-                            "(data dir replaced: this replica's copy is gone)", retriable=False, instance=got)
-        st = getattr(resp, "status", None)
-        if st is not None and st.code != Code.OK:
-            raise NodeError(self.endpoint, st.code, f"{name}: {st.reason}", st.retriable, got)
-        return resp
-
-    def open_stream(self, name: str, req: bytes, timeout: float) -> Any:
-        """A server-streaming call the caller reads itself (tailsub.py), with a deadline."""
-        self._maybe_rotate()
-        return self._calls[name](req, timeout=timeout)
-
-    async def close(self) -> None:
-        for t, old in list(self._retired.items()):
-            t.cancel()
-            await old.close()
-        await self.channel.close()
 
 
 def _raise_denied(results: list[Any]) -> None:
@@ -178,34 +55,6 @@ def _raise_denied(results: list[Any]) -> None:
     for r in results:
         if isinstance(r, PermissionDeniedError):
             raise r
-
-
-def _serialize(m: Any) -> bytes:
-    """Messages encode themselves; bytes are a request already encoded once for
-    every replica it goes to (a block's entries are not re-encoded per node);
-    :class:`Pieces` are joined here, once."""
-    if isinstance(m, bytes):
-        return m
-    return m.join() if isinstance(m, Pieces) else m.encode()
-
-
-def _watched_tls(cfg: Config) -> WatchedFiles | None:
-    if not cfg["woodpecker.logstore.tls.enabled"]:
-        return None
-    return WatchedFiles([cfg["woodpecker.logstore.tls.caFile"], cfg["woodpecker.logstore.tls.clientKeyFile"],
-                         cfg["woodpecker.logstore.tls.clientCertFile"]])
-
-
-def _credentials(files: WatchedFiles, check: bool = False) -> grpc.ChannelCredentials:
-    """Channel credentials from the files as they are now.  ``check``: only if
-    usable (replacing a working channel; gRPC itself would only fail at the
-    handshake)."""
-    ca, key, cert = files.read()
-    if check:
-        check_pem(files.paths[2], files.paths[1], ca)
-        if files.changed_since_read():
-            raise TLSFileError("the files changed while being read")
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
 @dataclass
@@ -248,7 +97,7 @@ class ServiceSegmentWriter(SegmentWriter):
         # encode_layout + Msg.encode + a per-replica concatenation: those copied every block ~7 times
         req = encode_add_entries(self.b.bucket, self.b.root, self.log_id, self.seg_id, first, entries, times)
         await self.b.quorum_call(self.q, self.bad, "AddEntries", req, need=self.q.aq,
-                                 what=f"append {self.seg_id}:{first}")
+                                 what=f"append {self.seg_id}:{first}", segment=(self.log_id, self.seg_id))
         return BlockRef(header.block_number, first, header.last_entry_id, req.value_bytes)
 
     def acked(self, lac: int) -> None:
@@ -266,9 +115,9 @@ class ServiceSegmentWriter(SegmentWriter):
         await asyncio.sleep(_LAC_PUSH_DELAY)
         while self._lac_sent < self._lac:
             lac = self._lac
-            req = UpdateLastAddConfirmedRequest(self.b.bucket, self.b.root, self.log_id, self.seg_id, lac)
-            await asyncio.gather(*(self.b.node(n).call("UpdateLastAddConfirmed", req, self.b.timeout,
-                                                       self.q.instance_of(n))
+            req = UpdateLastAddConfirmedRequest(self.b.bucket, self.b.root, self.log_id, self.seg_id, lac).encode()
+            await asyncio.gather(*(self.b.node(n).write("UpdateLastAddConfirmed", req, self.b.timeout,
+                                                        self.q.instance_of(n), (self.log_id, self.seg_id))
                                    for n in self._targets()), return_exceptions=True)
             self._lac_sent = lac
             if self.on_visible is not None:
@@ -378,7 +227,8 @@ class ServiceBackend(Backend):
 
     # -- quorum plumbing ------------------------------------------------------------
     async def quorum_call(self, q: QuorumInfo, bad: set[str], name: str, req: Any, need: int, what: str,
-                          enough: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+                          enough: Callable[[list[Any]], bool] | None = None,
+                          segment: tuple[int, int] | None = None) -> list[Any]:
         """Send to every good node of ``q``; return once ``need`` genuine replicas
         succeeded (and, if given, ``enough(replies)`` holds: the first ``need``
         replies may come from the wrong replicas) — within ``requestTimeout``
@@ -394,7 +244,8 @@ class ServiceBackend(Backend):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         body = req if isinstance(req, (bytes, Pieces)) else req.encode()
-        tasks = {asyncio.ensure_future(self.node(n).call(name, body, self.timeout, q.instance_of(n))): n
+        tasks = {(self.node(n).write(name, body, self.timeout, q.instance_of(n), segment) if segment else
+                  asyncio.ensure_future(self.node(n).call(name, body, self.timeout, q.instance_of(n)))): n
                  for n in targets}
         ok: list[Any] = []
         errors: list[str] = []

@@ -3,6 +3,7 @@ footer are written — gives a typed error, closes nothing twice, and leaves a
 state the next writer recovers like a crash (issue 9, defects 3 and 4)."""
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import subprocess
@@ -12,17 +13,34 @@ import pytest
 
 import logstore
 from logstore import EARLIEST
+from logstore.storage.groupsync import fs_type
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs of our own (we are root on these machines and in CI)."""
+@pytest.fixture(params=["tmpfs", "ext4"])
+def small_disk(tmp_path, request):
+    """A small file system of our own (we are root on these machines and in CI):
+    a 4 MiB tmpfs (one fdatasync per block), or an 8 MiB ext4 on a loop device,
+    where blocks of many segments share one syncfs (storage/groupsync.py)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    assert r.returncode == 0, f"cannot mount a tmpfs for the disk-full test: {r.stderr}"
+    dev = ""
+    if request.param == "tmpfs":
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+        assert r.returncode == 0, f"cannot mount a tmpfs for the disk-full test: {r.stderr}"
+    else:
+        image = tmp_path / "disk.img"
+        with open(image, "wb") as f:
+            f.truncate(8 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True, capture_output=True)
+        r = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True)
+        assert r.returncode == 0, f"cannot attach a loop device for the disk-full test: {r.stderr}"
+        dev = r.stdout.strip()
+        r = subprocess.run(["mount", "-t", "ext4", dev, str(mnt)], capture_output=True, text=True)
+        assert r.returncode == 0, f"cannot mount ext4 for the disk-full test: {r.stderr}"
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
+    if dev:
+        subprocess.run(["losetup", "-d", dev], check=False)
 
 
 def _fill(mnt: Path) -> Path:
@@ -89,3 +107,49 @@ async def test_enospc_on_append_is_typed_and_the_same_writer_resumes(make_config
         assert [m.id for m in got] == [first, again] and got[1].payload == b"c" * 1000
         with pytest.raises(TimeoutError):
             await r.read_next(timeout=0.5)
+
+
+async def test_enospc_under_many_writers_fails_typed_and_loses_nothing(make_config, small_disk):
+    """Eight logs appending at once when the disk fills: on ext4 their blocks
+    share a syncfs, so one block's ENOSPC must fail that append alone, typed,
+    and after space is freed every writer goes on, with every acknowledged
+    entry readable in order."""
+    cfg = make_config("local", **{"woodpecker.storage.rootPath": str(small_disk / "wal")})
+    async with logstore.Client(cfg) as c:
+        logs = [await c.create_log(f"many{i}") for i in range(8)]
+        ws = [await log.open_writer() for log in logs]
+        acked: list[list] = [[] for _ in ws]
+
+        async def burst(i: int, n: int, size: int) -> list:
+            got = await asyncio.gather(*(ws[i].append(b"%d:" % i + b"x" * size) for _ in range(n)),
+                                       return_exceptions=True)
+            for g in got:
+                if isinstance(g, BaseException):
+                    assert isinstance(g, logstore.StorageFullError), repr(g)
+                else:
+                    acked[i].append(g)
+            return got
+
+        await asyncio.gather(*(burst(i, 4, 1000) for i in range(8)))
+        filler = _fill(small_disk)
+        failed = await asyncio.gather(*(burst(i, 4, 20_000) for i in range(8)))
+        assert any(isinstance(g, logstore.StorageFullError) for got in failed for g in got), \
+            "a full disk should fail some appends"
+        filler.unlink()
+        await asyncio.gather(*(burst(i, 4, 1000) for i in range(8)))
+        if fs_type(small_disk) == "ext4":
+            g = c.backend.group
+            assert g is not None and g.blocks > g.groups, "on ext4 the blocks should have been synced in groups"
+        for w in ws:
+            await w.close()
+        for i, log in enumerate(logs):
+            r = await log.open_reader(EARLIEST)
+            got = []
+            while True:
+                try:
+                    got.append(await r.read_next(timeout=0.5))
+                except TimeoutError:
+                    break
+            await r.close()
+            assert [m.id for m in got] == sorted(acked[i]), f"log many{i}: acknowledged entries lost or reordered"
+            assert all(m.payload.startswith(b"%d:" % i) for m in got)

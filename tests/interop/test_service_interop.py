@@ -122,3 +122,26 @@ async def test_picchio_client_on_woodpecker_logstores(make_config, woodpecker_lo
     lines = await asyncio.to_thread(wp(cfg, seeds=[s.endpoint for s in stores]).run, "read", "--log", name,
                                     "--count", str(N))
     check_wp_read(lines, ids, tag)
+
+
+async def test_picchio_client_many_logs_on_woodpecker_logstores_without_write_batch(make_config, woodpecker_logstores):
+    """Two logs at once on Woodpecker's LogStores: their writes meet in one turn,
+    so the client tries WriteBatch, which Woodpecker's LogStore does not have
+    (UNIMPLEMENTED); it must go back to one call each — for those very
+    requests, nothing lost — and not try again."""
+    cfg = make_config("minio").with_values({"woodpecker.storage.type": "service"})
+    stores = woodpecker_logstores(cfg, 3)
+    register_in_etcd(cfg, stores)
+    names, tag = [unique("wb1"), unique("wb2")], unique("t")
+    async with logstore.Client(cfg) as c:
+        logs = [await c.create_log(n) for n in names]
+        ws = [await log.open_writer() for log in logs]
+        ids = await asyncio.gather(*(append_all(w, tag, range(N)) for w in ws))
+        nodes = list(c.backend._nodes.values())  # type: ignore[attr-defined]
+        assert nodes and all(not n.batching for n in nodes), "each LogStore should have answered UNIMPLEMENTED"
+        for w in ws:
+            await w.close()
+    for name, want in zip(names, ids):
+        got = await read_picchio(cfg, name, N)
+        assert [m.id for m in got] == want
+        assert [m.payload for m in got] == [payload(tag, i, size_of(i)) for i in range(N)]

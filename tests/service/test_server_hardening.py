@@ -357,3 +357,27 @@ def test_bad_configuration(make_config, tmp_path, bad):
     p = subprocess.run(logstore_argv(path), capture_output=True, text=True, timeout=EXIT_BOUND,
                        env=dict(os.environ, **logstore_env()), stdin=subprocess.DEVNULL)
     _assert_one_line_error(bad, p.returncode, p.stdout + p.stderr, needle)
+
+
+async def test_appends_checked_in_one_turn_count_against_each_other(logstores):
+    """Three appends of 35 % each (soft limit 50 %), for three segments, in one WriteBatch: the
+    LogStore checks all three in one turn of its event loop.  Each must count
+    against the next one's check at once — they all passed at 0 % when the
+    bytes were counted only once each append's task had started, and the
+    LogStore went past its hard limit (what a burst from many clients did under
+    load)."""
+    base, [ls] = logstores(1, **_disk_overrides())
+    node = Node(ls.endpoint, base)
+    try:
+        futs = [node.write("AddEntries", AddEntriesRequest("b", "r", 10 + i, [LogEntry(0, 0, b"q" * 70_000)]), 20,
+                           "", (10 + i, 0)) for i in range(3)]
+        got = await asyncio.gather(*futs, return_exceptions=True)
+        assert node.batches == 1, "the three appends should have gone in one call"
+        codes = ["ok" if not isinstance(g, BaseException) else getattr(g, "code", repr(g)) for g in got]
+        # 35 % + 35 % fit under the soft limit's check (usage below 50 % when each arrived); the third
+        # comes at 70 %: pushed back
+        assert codes.count("ok") == 2 and set(codes) - {"ok"} <= {Code.DISK_SOFT_LIMIT, Code.DISK_FULL}, codes
+        u = await asyncio.to_thread(_gauge, ls.http_port, "picchio_logstore_disk_usage_ratio")
+        assert u is not None and u < HARD, u
+    finally:
+        await node.close()
