@@ -28,6 +28,9 @@ HELP: dict[str, tuple[str, str]] = {
                      "of a writer's ack latency; the writer waits for the ack quorum's slowest of these)."),
     "picchio_logstore_reads_total": ("counter", "GetBatchEntriesAdv reads served from staged segments."),
     "picchio_logstore_compactions_total": ("counter", "Segments this LogStore compacted into object storage."),
+    "picchio_logstore_group_syncs_total": (
+        "counter", "syncfs calls that made the blocks of several staged segments durable at once (group commit)."),
+    "picchio_logstore_group_blocks_total": ("counter", "Blocks made durable by those syncfs calls."),
     "picchio_logstore_staged_segments": (
         "gauge", "Segments staged on this LogStore's disk and not yet compacted into object storage."),
     "picchio_logstore_disk_usage_ratio": (

@@ -79,6 +79,7 @@ class LogStoreService:
         # group commit across segments (storage/groupsync.py), decided once the data dir exists
         self._group_mode = config["woodpecker.logstore.segmentSyncPolicy.groupSync"]
         self.group: GroupSync | None = None
+        self._group_seen = (0, 0)  # its tallies already in the metrics
 
     # -- segments ------------------------------------------------------------------------
     def _dir(self, k: _Key) -> Path:
@@ -159,6 +160,11 @@ class LogStoreService:
             live = sum(1 for n in self._staged_of.values() if n) if scrape else None
         if scrape:  # O(segments): for a scrape, not on every append
             self.metrics.set("picchio_logstore_staged_segments", live + len(self._on_disk))
+            if self.group is not None:  # the group thread's own tallies, brought into the counters
+                syncs, blocks = self.group.groups, self.group.blocks
+                self.metrics.inc("picchio_logstore_group_syncs_total", syncs - self._group_seen[0])
+                self.metrics.inc("picchio_logstore_group_blocks_total", blocks - self._group_seen[1])
+                self._group_seen = (syncs, blocks)
         return u
 
     def _ratio(self, nbytes: int) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,9 @@ from pathlib import Path
 import pytest
 
 import logstore
+from ext4disk import Ext4Disk
 from logstore import EARLIEST
+from logstore.dev.logstores import start_logstores, wait_registered
 
 pytestmark = pytest.mark.slow
 
@@ -37,57 +38,17 @@ WRITER = Path(__file__).parent / "group_writer.py"
 LOGS = 24
 
 
-def _run(*cmd: str) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)}: {r.stderr.strip()}"
-    return r.stdout.strip()
-
-
-class Ext4Disk:
-    """An ext4 file system in an image file on its own loop device."""
-
-    def __init__(self, image: Path, mnt: Path) -> None:
-        self.image, self.mnt, self.dev = image, mnt, ""
-
-    def mount(self, image: Path | None = None) -> None:
-        self.dev = _run("losetup", "--find", "--show", str(image or self.image))
-        _run("mount", "-t", "ext4", self.dev, str(self.mnt))
-
-    def unmount(self) -> None:
-        if self.dev:
-            subprocess.run(["umount", "-l", str(self.mnt)], check=False)
-            subprocess.run(["losetup", "-d", self.dev], check=False)
-            self.dev = ""
-
-    def writes(self) -> tuple[int, int]:
-        """(writes completed, I/Os in flight) of the loop device, from sysfs."""
-        f = Path(f"/sys/block/{Path(self.dev).name}/stat").read_text().split()
-        return int(f[4]), int(f[8])
-
-    def snapshot(self, to: Path, deadline: float = 20.0) -> None:
-        """Copy the image while the device is quiet, and again if it was not."""
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            before = self.writes()
-            if before[1] == 0:
-                shutil.copyfile(self.image, to)
-                if self.writes() == before:
-                    return
-            time.sleep(0.02)
-        raise AssertionError("the loop device never went quiet for a copy")
-
-
 @pytest.fixture
 def ext4_disk(tmp_path):
-    image, mnt = tmp_path / "disk.img", tmp_path / "disk"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(96 << 20)
-    _run("mkfs.ext4", "-q", "-F", str(image))
-    disk = Ext4Disk(image, mnt)
-    disk.mount()
+    disk = Ext4Disk.make(tmp_path / "disk.img", tmp_path / "disk")
     yield disk
     disk.unmount()
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return r.status, r.read().decode()
 
 
 def _payload(log: int, seq: int) -> bytes:
@@ -96,13 +57,9 @@ def _payload(log: int, seq: int) -> bytes:
     return payload(log, seq)
 
 
-async def test_group_commit_loses_nothing_acknowledged_at_a_power_cut(make_config, ext4_disk, tmp_path):
-    cfg = make_config("local", **{"woodpecker.storage.rootPath": str(ext4_disk.mnt / "wal")})
-    async with logstore.Client(cfg) as c:
-        assert c.backend.group is not None, "ext4 should take the group-commit path"
-
+def _start_writer(cfg: logstore.Config, prefix: str, logs: int) -> tuple[subprocess.Popen, list[str], threading.Thread]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    child = subprocess.Popen([sys.executable, str(WRITER), json.dumps(cfg.to_dict()), "g", str(LOGS)],
+    child = subprocess.Popen([sys.executable, str(WRITER), json.dumps(cfg.to_dict()), prefix, str(logs)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     lines: list[str] = []
 
@@ -113,22 +70,18 @@ async def test_group_commit_loses_nothing_acknowledged_at_a_power_cut(make_confi
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()
-    try:
-        deadline = time.monotonic() + 60
-        while sum(1 for ln in lines if ln.startswith("ack")) < 3000:
-            assert child.poll() is None, f"writer exited: {child.stderr.read() if child.stderr else ''}"
-            assert time.monotonic() < deadline, "the writer acknowledged too little in 60 s"
-            await asyncio.sleep(0.02)
-        child.send_signal(signal.SIGSTOP)
-        seen = list(lines)  # every ack printed before the freeze: durable before the copy begins
-        await asyncio.to_thread(ext4_disk.snapshot, tmp_path / "cut.img")
-    finally:
-        child.kill()
-        child.wait(timeout=30)
-        t.join(timeout=10)
-    ext4_disk.unmount()
-    ext4_disk.mount(tmp_path / "cut.img")
+    return child, lines, t
 
+
+async def _until_acked(child: subprocess.Popen, lines: list[str], n: int) -> None:
+    deadline = time.monotonic() + 90
+    while sum(1 for ln in lines if ln.startswith("ack")) < n:
+        assert child.poll() is None, f"writer exited: {child.stderr.read() if child.stderr else ''}"
+        assert time.monotonic() < deadline, f"the writer acknowledged fewer than {n} entries in 90 s"
+        await asyncio.sleep(0.02)
+
+
+def _parse(seen: list[str]) -> tuple[dict[int, list[tuple[int, str]]], int, int]:
     acked: dict[int, list[tuple[int, str]]] = {}
     groups = blocks = 0
     for ln in seen:
@@ -137,12 +90,15 @@ async def test_group_commit_loses_nothing_acknowledged_at_a_power_cut(make_confi
             acked.setdefault(int(p[1]), []).append((int(p[2]), p[3]))
         elif len(p) == 3 and p[0] == "group":
             groups, blocks = int(p[1]), int(p[2])
-    assert groups > 0 and blocks / groups > 2, \
-        f"the writer's blocks should have been synced in groups: {blocks} blocks in {groups} syncfs calls"
+    return acked, groups, blocks
 
+
+async def _check_read_back(cfg: logstore.Config, prefix: str, acked: dict[int, list[tuple[int, str]]]) -> None:
+    """Each log, recovered by a new writer, holds a gap-free prefix of what was
+    written, byte-exact, and every acknowledged entry under its id."""
     async with logstore.Client(cfg) as c:
         for i, acks in sorted(acked.items()):
-            log = await c.open_log(f"g{i}")
+            log = await c.open_log(f"{prefix}{i}")
             async with await log.open_writer():  # fence and recover the crashed segment, as a new writer would
                 pass
             reader = await log.open_reader(EARLIEST)
@@ -154,10 +110,85 @@ async def test_group_commit_loses_nothing_acknowledged_at_a_power_cut(make_confi
                     break
             await reader.close()
             seqs = [int(m.payload.split(b":", 2)[1]) for m in got]
-            assert seqs == list(range(len(seqs))), f"log g{i}: not a gap-free prefix in order: {seqs[:20]}"
+            assert seqs == list(range(len(seqs))), f"log {prefix}{i}: not a gap-free prefix in order: {seqs[:20]}"
             for m, s in zip(got, seqs):
-                assert m.payload == _payload(i, s), f"log g{i} entry {s} is not byte-exact"
+                assert m.payload == _payload(i, s), f"log {prefix}{i} entry {s} is not byte-exact"
             ids = {s: str(m.id) for m, s in zip(got, seqs)}
             for s, mid in acks:
-                assert s in ids, f"log g{i}: acknowledged entry {s} ({mid}) lost at the power cut"
-                assert ids[s] == mid, f"log g{i}: entry {s} acknowledged as {mid}, read back as {ids[s]}"
+                assert s in ids, f"log {prefix}{i}: acknowledged entry {s} ({mid}) lost at the power cut"
+                assert ids[s] == mid, f"log {prefix}{i}: entry {s} acknowledged as {mid}, read back as {ids[s]}"
+
+
+async def test_group_commit_loses_nothing_acknowledged_at_a_power_cut(make_config, ext4_disk, tmp_path):
+    cfg = make_config("local", **{"woodpecker.storage.rootPath": str(ext4_disk.mnt / "wal")})
+    async with logstore.Client(cfg) as c:
+        assert c.backend.group is not None, "ext4 should take the group-commit path"
+    child, lines, t = _start_writer(cfg, "g", LOGS)
+    try:
+        await _until_acked(child, lines, 3000)
+        child.send_signal(signal.SIGSTOP)
+        seen = list(lines)  # every ack printed before the freeze: durable before the copy begins
+        await asyncio.to_thread(ext4_disk.snapshot, tmp_path / "cut.img")
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        t.join(timeout=10)
+    ext4_disk.unmount()
+    ext4_disk.mount(tmp_path / "cut.img")
+    acked, groups, blocks = _parse(seen)
+    assert groups > 0 and blocks / groups > 2, \
+        f"the writer's blocks should have been synced in groups: {blocks} blocks in {groups} syncfs calls"
+    await _check_read_back(cfg, "g", acked)
+
+
+@pytest.mark.cluster
+async def test_logstores_group_commit_loses_nothing_when_all_lose_power(make_config, etcd, tmp_path):
+    """Service mode, the whole ensemble at once (one power feed for a rack):
+    three LogStores, each on its own ext4, group their blocks' syncs; the
+    writer and all three are frozen, the three disks copied as the cut leaves
+    them, and the LogStores restarted on the copies.  Every entry acknowledged
+    before the cut was on two disks: it must all be there."""
+    cfg = make_config("minio").with_values({"woodpecker.storage.type": "service"})
+    work = tmp_path / "ls"
+    disks = [Ext4Disk.make(tmp_path / f"ls{i}.img", work / f"logstore-{i}") for i in range(3)]
+    stores = []
+    try:
+        stores = start_logstores(work, cfg.to_dict(), 3)
+        wait_registered(cfg.meta_prefix, etcd.endpoint, 3)
+        child, lines, t = _start_writer(cfg, "s", 16)
+        try:
+            await _until_acked(child, lines, 1500)
+            child.send_signal(signal.SIGSTOP)
+            seen = list(lines)
+            syncs = [_counter(ls.http_port, "picchio_logstore_group_syncs_total") for ls in stores]
+            blocks = [_counter(ls.http_port, "picchio_logstore_group_blocks_total") for ls in stores]
+            for ls in stores:
+                ls.pause()
+            for i, d in enumerate(disks):
+                await asyncio.to_thread(d.snapshot, tmp_path / f"cut{i}.img")
+        finally:
+            child.kill()
+            child.wait(timeout=30)
+            t.join(timeout=10)
+        assert all(s > 0 for s in syncs) and sum(blocks) > 2 * sum(syncs), \
+            f"each LogStore should have synced blocks in groups: {blocks} blocks in {syncs} syncfs calls"
+        for ls, d, i in zip(stores, disks, range(3)):
+            ls.kill()
+            d.unmount()
+            d.mount(tmp_path / f"cut{i}.img")
+            ls.start()
+        acked, _, _ = _parse(seen)
+        assert sum(len(a) for a in acked.values()) >= 1500
+        await _check_read_back(cfg, "s", acked)
+    finally:
+        for ls in stores:
+            ls.stop()
+        for d in disks:
+            d.unmount()
+
+
+def _counter(port: int, name: str) -> float:
+    for ln in http_get(port, "/metrics")[1].splitlines():
+        if ln.startswith(name + " "):
+            return float(ln.split()[1])
+    return 0.0
