@@ -130,6 +130,11 @@ class ServiceSegmentWriter(SegmentWriter):
         Replicas still in the segment are waited for; dropped ones only if none
         of those confirmed — a hung replica never holds up the seal beyond the
         deadline."""
+        if self._lac_task is not None and not self._lac_task.done():
+            # CompleteSegment carries the final LAC to every replica: a push still waiting for a hung
+            # one is moot, and close() would wait for it — a whole request timeout more on the way to
+            # a new ensemble (an append then failed after 3 × requestTimeout + 10 ms, not within it)
+            self._lac_task.cancel()
         req = CompleteSegmentRequest(self.b.bucket, self.b.root, self.log_id, self.seg_id, lac)
         tasks = {n: asyncio.ensure_future(self.b.node(n).call("CompleteSegment", req, self.b.timeout,
                                                               self.q.instance_of(n))) for n in self.q.nodes}
