@@ -215,12 +215,27 @@ class Node:
             return  # its caller gave up
         try:
             r = await self.call(it.name, it.req, it.deadline - asyncio.get_running_loop().time(), it.expect)
-        except BaseException as e:  # noqa: BLE001 - the caller's
+        except Exception as e:  # noqa: BLE001 - the caller's
             _settle(it, error=e)
+        except BaseException as e:  # a cancel (the client closing): the caller hears a typed error
+            _settle(it, error=NodeError(self.endpoint, -1, f"{it.name}: {e!r}"))
+            raise
         else:
             _settle(it, r)
 
     async def _batch(self, items: list["_Item"]) -> None:
+        """One WriteBatch for ``items``; whatever happens — even a cancel when the
+        client closes — no item is left unsettled (a LAC push gathers them
+        without a deadline of its own)."""
+        try:
+            await self._send_batch(items)
+        except BaseException as e:  # noqa: BLE001 - settled as typed errors below, cancels go on
+            for it in items:
+                _settle(it, error=NodeError(self.endpoint, -1, f"{it.name} (WriteBatch): {e!r}"))
+            if not isinstance(e, Exception):
+                raise
+
+    async def _send_batch(self, items: list["_Item"]) -> None:
         loop = asyncio.get_running_loop()
         adds = [it for it in items if it.name == "AddEntries"]
         lacs = [it for it in items if it.name != "AddEntries"]
@@ -257,8 +272,8 @@ class Node:
         for it, r in [*zip(adds, resp.adds), *zip(lacs, resp.lacs)]:
             r.instance = resp.instance
             try:
-                if it.name == "AddEntries" and r.state != AddEntryState.SYNCED and r.status is not None \
-                        and r.status.code == Code.OK:
+                if it.name == "AddEntries" and r.state != AddEntryState.SYNCED and (r.status is None
+                                                                                or r.status.code == Code.OK):
                     raise NodeError(self.endpoint, -1, "AddEntries (WriteBatch): the reply is not Synced")
                 _settle(it, self._check_reply(it.name, r, it.expect))
             except NodeError as e:
