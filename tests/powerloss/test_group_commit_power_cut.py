@@ -52,7 +52,9 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 
 
 def _payload(log: int, seq: int) -> bytes:
-    sys.path.insert(0, str(WRITER.parent))
+    """The writer's payload (group_writer.py sits beside this file, on sys.path already:
+    pytest puts a test's directory there; adding it again per call grew sys.path — and
+    with it the PYTHONPATH later tests hand their subprocesses — past the kernel's limit)."""
     from group_writer import payload
     return payload(log, seq)
 
