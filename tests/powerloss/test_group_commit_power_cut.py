@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 import logstore
+from crashcheck import read_all
 from ext4disk import Ext4Disk
-from logstore import EARLIEST
 from logstore.dev.logstores import start_logstores, wait_registered
 
 pytestmark = pytest.mark.slow
@@ -103,14 +103,7 @@ async def _check_read_back(cfg: logstore.Config, prefix: str, acked: dict[int, l
             log = await c.open_log(f"{prefix}{i}")
             async with await log.open_writer():  # fence and recover the crashed segment, as a new writer would
                 pass
-            reader = await log.open_reader(EARLIEST)
-            got = []
-            while True:
-                try:
-                    got.append(await reader.read_next(timeout=0.5))
-                except TimeoutError:
-                    break
-            await reader.close()
+            got = await read_all(log, idle=0.5)
             seqs = [int(m.payload.split(b":", 2)[1]) for m in got]
             assert seqs == list(range(len(seqs))), f"log {prefix}{i}: not a gap-free prefix in order: {seqs[:20]}"
             for m, s in zip(got, seqs):
