@@ -3,6 +3,7 @@ cross it.  The segment layer above speaks only these words: write a block,
 finalize, fence-and-recover, scan blocks from a cursor, delete."""
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -63,6 +64,18 @@ class SegmentWriter(ABC):
         WriterFencedError if the segment was fenced.  ``entries`` are the
         (payload, properties) pairs and ``times`` their append times, for
         backends that ship entries, not blocks."""
+
+    def start_block(self, header: BlockHeader, pieces: list) -> asyncio.Future | None:
+        """Start storing one block without a coroutine of its own, for a backend
+        that can: a future of what :meth:`write_block` returns (its errors as
+        :meth:`block_error` maps them), or None (the writer calls write_block).
+        The writer's direct path (writer.py) uses it to send a block from the
+        append itself."""
+        return None
+
+    def block_error(self, header: BlockHeader, error: BaseException) -> BaseException:
+        """A failure of :meth:`start_block`'s future as write_block would have raised it."""
+        return error
 
     def acked(self, lac: int) -> None:
         """The writer acknowledged everything up to ``lac`` (service mode pushes it

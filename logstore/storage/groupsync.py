@@ -126,6 +126,12 @@ class GroupSync:
         self.cycle_seconds = 0.0
 
     async def submit(self, w: Write) -> Any:
+        return await self.submit_nowait(w)
+
+    def submit_nowait(self, w: Write) -> asyncio.Future:
+        """Queue ``w`` for the next group → the future of its result (no coroutine:
+        the writer's direct path calls it from ``append``).  Raises StorageError
+        at once when the storage is closed."""
         w.loop = asyncio.get_running_loop()
         w.future = w.loop.create_future()
         w.since = time.monotonic()
@@ -137,7 +143,7 @@ class GroupSync:
                 self._thread = threading.Thread(target=self._run, name="picchio-groupsync", daemon=True)
                 self._thread.start()
             self._cv.notify()
-        return await w.future
+        return w.future
 
     def close(self) -> None:
         with self._cv:

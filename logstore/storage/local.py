@@ -143,6 +143,14 @@ class LocalSegmentWriter(SegmentWriter):
         return Write(f.fd, self.lock.fd, header.block_length, self._check_fence,
                      lambda: f.write_block(header, pieces), f.cut, done)
 
+    def start_block(self, header: BlockHeader, pieces: list) -> asyncio.Future | None:
+        return None if self.group is None else self.group.submit_nowait(self._group_write(header, pieces))
+
+    def block_error(self, header: BlockHeader, error: BaseException) -> BaseException:
+        if isinstance(error, OSError):
+            return storage_error(f"segment {self.log_id}/{self.seg_id}: writing block {header.block_number}", error)
+        return error
+
     async def write_block(self, header: BlockHeader, pieces: list, entries: list | None = None,
                           times: list | None = None) -> BlockRef:
         try:

@@ -153,3 +153,41 @@ async def test_enospc_under_many_writers_fails_typed_and_loses_nothing(make_conf
             await r.close()
             assert [m.id for m in got] == sorted(acked[i]), f"log many{i}: acknowledged entries lost or reordered"
             assert all(m.payload.startswith(b"%d:" % i) for m in got)
+
+
+@pytest.mark.parametrize("small_disk", ["ext4"], indirect=True)
+async def test_no_inodes_for_the_next_segment_is_typed_and_the_same_writer_resumes(make_config, small_disk):
+    """The file system runs out of inodes (not bytes) as a segment rolls: the
+    new segment's entry is in etcd but its files cannot be made.  The append
+    fails typed; once inodes are free the same writer finishes that segment
+    and goes on — it must not take its own half-made segment for another
+    writer's and stop as fenced."""
+    cfg = make_config("local", **{"woodpecker.storage.rootPath": str(small_disk / "wal"),
+                                  "woodpecker.client.segmentRollingPolicy.maxBlocks": 3})
+    async with logstore.Client(cfg) as c:
+        log = await c.create_log("noinodes")
+        w = await log.open_writer()
+        acked = [await w.append(b"before-%d" % i) for i in range(3)]  # segment 0 is full: the next append rolls
+        filler = small_disk / "inodes"
+        filler.mkdir()
+        n = 0
+        while True:
+            try:
+                os.close(os.open(filler / str(n), os.O_CREAT | os.O_WRONLY, 0o644))
+                n += 1
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+                break
+        with pytest.raises(logstore.StorageFullError):
+            await w.append(b"while-full")
+        for i in range(n):
+            os.unlink(filler / str(i))
+        acked += [await w.append(b"after-%d" % i) for i in range(3)]
+        await w.close()
+        assert [m.segment_id for m in acked] == [0, 0, 0, 1, 1, 1]
+        r = await log.open_reader(EARLIEST)
+        got = [await r.read_next(timeout=5) for _ in range(6)]
+        assert [m.id for m in got] == acked
+        assert [m.payload for m in got] == [b"before-%d" % i for i in range(3)] + [b"after-%d" % i for i in range(3)]
+        with pytest.raises(TimeoutError):
+            await r.read_next(timeout=0.5)
