@@ -378,9 +378,7 @@ class LogWriter:
         if (seg is None or batch is None or not self._parked or self._error is not None or self._closing
                 or self._roll_off or self._sealed or self._retry or self._producer is not None or seg.broken
                 or seg.finalized
-                or len(self._inflight) >= seg.store.parallel or getattr(seg.store, "degraded", False)
-                or seg.size >= self._roll_size
-                or seg.next_block >= self._roll_blocks or time.monotonic() - seg.created >= self._roll_age):
+                or len(self._inflight) >= seg.store.parallel or self._roll_due(seg)):
             return False
         header = batch.builder.header(seg.next_block, seg.next_entry)
         try:
@@ -552,16 +550,18 @@ class LogWriter:
             self._wake.clear()
             await self._wake.wait()
 
+    def _roll_due(self, seg: _Segment) -> bool:
+        """True when ``seg`` must be sealed before its next block: big, old, or
+        (service mode) a replica was dropped — seal then rather than go on with
+        fewer copies.  An empty segment never rolls."""
+        return seg.next_block > 0 and (seg.size >= self._roll_size or seg.next_block >= self._roll_blocks
+                                       or time.monotonic() - seg.created >= self._roll_age
+                                       or getattr(seg.store, "degraded", False))
+
     async def _maybe_roll(self, seg: _Segment) -> _Segment:
-        if seg.next_block == 0:
+        if not self._roll_due(seg):
             return seg
-        too_big = seg.size >= self._roll_size or seg.next_block >= self._roll_blocks
-        too_old = time.monotonic() - seg.created >= self._roll_age
-        # service mode: a replica was dropped — seal now rather than go on with fewer copies
-        degraded = getattr(seg.store, "degraded", False)
-        if not (too_big or too_old or degraded):
-            return seg
-        if degraded:
+        if getattr(seg.store, "degraded", False):
             log.warning("log %r: segment %d lost a replica; sealing it at %d and moving to a fresh ensemble",
                         self._h.name, seg.id, seg.lac)
         await self._drain()
