@@ -158,7 +158,7 @@ class LocalSegmentWriter(SegmentWriter):
                 return await self.group.submit(self._group_write(header, pieces))
             return await asyncio.to_thread(self._write_block, header, pieces)
         except OSError as e:
-            raise storage_error(f"segment {self.log_id}/{self.seg_id}: writing block {header.block_number}", e) from e
+            raise self.block_error(header, e) from e
 
     def _finalize(self, blocks: list[BlockRef], lac: int) -> int:
         self.lock.acquire()
